@@ -1,0 +1,21 @@
+"""CLI entry point. Command modules register themselves on `app` when imported.
+
+`main` is the console script: a `UserError` anywhere becomes one line on stderr and exit code 2.
+"""
+
+import sys
+
+from scalelab.cli import compress, laws, study  # noqa: F401  (registers commands)
+from scalelab.cli.app import app
+from scalelab.errors import UserError
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+__all__ = ["app", "main"]

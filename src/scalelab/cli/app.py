@@ -1,0 +1,14 @@
+"""The Typer app every command module registers on, and the shared Rich console."""
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(
+    name="scalelab",
+    help="Train a ladder of models, fit scaling laws, compress, and pick the model to ship.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+err_console = Console(stderr=True)

@@ -1,0 +1,188 @@
+"""Family `gpt`: a decoder-only transformer in the style of nanoGPT's model file.
+
+Pre-LayerNorm blocks, causal `scaled_dot_product_attention`, GELU MLP (4x), learned positions.
+
+Decision: the token embedding and the output head are **tied** (one matrix), as in GPT-2 and
+nanoGPT. With a 256-byte vocabulary the head is small anyway, and tying keeps `n_nonembed` (the
+x-axis of the law) free of a matrix whose size does not change along the ladder.
+`n_nonembed` = all parameters minus the token and position embeddings; the final LayerNorm and
+every block count as non-embedding.
+
+`share_layers=True` (ALBERT-style) reuses one block for every layer: the model does the same
+compute as an unshared model of that depth but stores one block's parameters.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+HEAD_DIM = 16  # fixed per-head width: n_head = d_model / HEAD_DIM
+ASPECT = 32  # fixed aspect rule of the ladder: d_model ≈ ASPECT * n_layer
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int
+    d_model: int
+    n_head: int
+    block_size: int = 64
+    vocab_size: int = 256
+    share_layers: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, c = x.shape
+        q, k, v = self.qkv(x).split(c, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).contiguous().view(b, t, c))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
+        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.d_model)
+        n_unique = 1 if cfg.share_layers else cfg.n_layer
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(n_unique))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head.weight = self.wte.weight  # tied, see module docstring
+        self.apply(self._init_weights)
+        # GPT-2's scaled init of the residual projections keeps the residual stream's variance
+        # independent of depth.
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def layers(self) -> list[Block]:
+        """The block applied at each depth (the same object repeated when layers are shared)."""
+        if self.cfg.share_layers:
+            return [self.blocks[0]] * self.cfg.n_layer
+        return list(self.blocks)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        """Logits of shape (batch, time, vocab)."""
+        t = idx.shape[1]
+        pos = torch.arange(t, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.layers():
+            x = block(x)
+        return self.head(self.ln_f(x))
+
+
+def build(cfg: GPTConfig) -> GPT:
+    return GPT(cfg)
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(n_params, n_nonembed): unique parameters, tied ones counted once."""
+    n_params = sum(p.numel() for p in model.parameters())
+    embed = 0
+    for name in ("wte", "wpe"):
+        module = getattr(model, name, None)
+        if module is not None:
+            embed += module.weight.numel()
+    return n_params, n_params - embed
+
+
+def nonembed_for(n_layer: int, d_model: int, share_layers: bool = False) -> int:
+    """Exact non-embedding parameter count of a shape, without building it."""
+    d = d_model
+    per_block = (
+        2 * 2 * d  # two LayerNorms
+        + 3 * d * d + 3 * d  # qkv
+        + d * d + d  # attention out
+        + 4 * d * d + 4 * d  # mlp in
+        + 4 * d * d + d  # mlp out
+    )
+    n_blocks = 1 if share_layers else n_layer
+    return n_blocks * per_block + 2 * d  # + final LayerNorm
+
+
+def shape_for(
+    target_nonembed: float,
+    block_size: int = 64,
+    vocab_size: int = 256,
+    share_layers: bool = False,
+    max_layers: int = 24,
+) -> GPTConfig:
+    """The shape whose non-embedding count is closest to the target under the fixed aspect rule.
+
+    For each depth we take the width (a multiple of HEAD_DIM) that comes closest to the target, then
+    keep the depth whose d_model / n_layer is closest to ASPECT, tie-broken by count error. One rule
+    for every rung keeps the ladder a single family.
+    """
+    if target_nonembed <= 0:
+        raise ValueError("target size must be positive")
+    best: tuple[float, float, GPTConfig] | None = None
+    for n_layer in range(1, max_layers + 1):
+        # Solve 12·L·d² ≈ target for d, then search neighbouring multiples of HEAD_DIM exactly.
+        blocks = 1 if share_layers else n_layer
+        d_est = math.sqrt(max(target_nonembed, 1.0) / (12 * blocks))
+        k0 = max(1, round(d_est / HEAD_DIM))
+        cands = [k for k in range(max(1, k0 - 2), k0 + 3)]
+        k = min(
+            cands,
+            key=lambda k: abs(math.log(nonembed_for(n_layer, k * HEAD_DIM, share_layers) / target_nonembed)),
+        )
+        d = k * HEAD_DIM
+        count_err = abs(math.log(nonembed_for(n_layer, d, share_layers) / target_nonembed))
+        aspect_err = abs(math.log((d / n_layer) / ASPECT))
+        cfg = GPTConfig(n_layer, d, d // HEAD_DIM, block_size, vocab_size, share_layers)
+        key = (round(aspect_err, 6), count_err)
+        if count_err > 0.25:  # width granularity cannot reach the target at this depth
+            continue
+        if best is None or key < best[:2]:
+            best = (key[0], key[1], cfg)
+    if best is None:
+        raise ValueError(f"no gpt shape within 25% of {target_nonembed:.3g} non-embedding parameters")
+    return best[2]

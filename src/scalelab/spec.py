@@ -1,0 +1,166 @@
+"""StudySpec: the single description of a study (pydantic), read from YAML or taken from defaults.
+
+Unknown keys are errors (a typo must not silently fall back to a default). `load_spec` turns every
+problem with a file into a `UserError` whose message names the key and what is wrong.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from scalelab.errors import UserError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TaskSpec(_Strict):
+    name: Literal["pycode"] = "pycode"
+    root: str | None = Field(None, description="corpus folder; default: this Python's stdlib")
+
+
+class FamilySpec(_Strict):
+    name: Literal["gpt"] = "gpt"
+    block_size: int = Field(64, gt=1)
+    share_layers: bool = False
+
+
+class LadderSpec(_Strict):
+    """Rung sizes in non-embedding parameters: explicit `sizes`, or `n_rungs` spaced geometrically
+    from `min_nonembed` to `max_nonembed`."""
+
+    sizes: list[float] | None = None
+    n_rungs: int = Field(6, ge=1, le=64)
+    min_nonembed: float = Field(1e4, gt=0)
+    max_nonembed: float = Field(1e6, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> LadderSpec:
+        if self.sizes is not None:
+            if not self.sizes:
+                raise ValueError("sizes must not be empty")
+            if any(s <= 0 for s in self.sizes):
+                raise ValueError("sizes must be positive")
+        elif self.max_nonembed < self.min_nonembed:
+            raise ValueError("max_nonembed must be at least min_nonembed")
+        return self
+
+
+class TrainSpec(_Strict):
+    """One rung's training. Token budget: `tokens` per rung, or `tokens_per_param` × n_nonembed
+    when that is set. The learning rate follows `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent`
+    (lr ∝ N^-1/3 by default), with linear warm-up then cosine decay to `min_lr_frac × lr` over
+    each rung's own number of steps."""
+
+    tokens: int = Field(4_000_000, gt=0)
+    tokens_per_param: float | None = Field(None, gt=0)
+    batch_size: int = Field(16, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    lr_ref_nonembed: float = Field(1e5, gt=0)
+    lr_exponent: float = Field(-1.0 / 3.0, le=0)
+    warmup_frac: float = Field(0.05, ge=0, lt=1)
+    min_lr_frac: float = Field(0.1, ge=0, le=1)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.99, ge=0, lt=1)
+    grad_clip: float = Field(1.0, gt=0)
+    eval_every: int = Field(250, gt=0, description="optimizer steps between validation checks")
+    eval_tokens: int = Field(16_384, gt=0, description="validation tokens per periodic check")
+    final_eval_tokens: int = Field(262_144, gt=0, description="validation tokens of the final loss")
+    checkpoint_every: int = Field(500, gt=0, description="optimizer steps between checkpoints")
+    diverge_factor: float = Field(
+        3.0, gt=1, description="diverged when a check's loss exceeds factor × the best so far"
+    )
+    seed: int = 0
+
+
+class MeasureSpec(_Strict):
+    latency_batches: list[int] = Field(default_factory=lambda: [1, 32])
+    latency_repeats: int = Field(30, gt=2)
+    threads: int | None = Field(None, gt=0, description="torch threads; default: all cores")
+
+    @model_validator(mode="after")
+    def _check(self) -> MeasureSpec:
+        if not self.latency_batches or any(b <= 0 for b in self.latency_batches):
+            raise ValueError("latency_batches must be positive integers")
+        return self
+
+
+class FitSpec(_Strict):
+    bootstrap: int = Field(1000, ge=0)
+    seed: int = 0
+
+
+class StudySpec(_Strict):
+    name: str = Field("default", min_length=1)
+    task: TaskSpec = Field(default_factory=TaskSpec)
+    family: FamilySpec = Field(default_factory=FamilySpec)
+    ladder: LadderSpec = Field(default_factory=LadderSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    measure: MeasureSpec = Field(default_factory=MeasureSpec)
+    fit: FitSpec = Field(default_factory=FitSpec)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def quick_spec(spec: StudySpec | None = None) -> StudySpec:
+    """A one-to-two-minute version of a spec for a first look: fewer, smaller, shorter rungs."""
+    base = spec or StudySpec()
+    data = base.model_dump()
+    data["ladder"].update(sizes=None, n_rungs=4, min_nonembed=1e4, max_nonembed=1.2e5)
+    data["train"].update(tokens=600_000, eval_every=100, checkpoint_every=200,
+                         final_eval_tokens=65_536)
+    data["fit"].update(bootstrap=200)
+    data["measure"].update(latency_repeats=10)
+    return StudySpec.model_validate(data)
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "spec"
+    if first["type"] == "extra_forbidden":
+        return f"unknown key '{where}'"
+    return f"{where}: {first['msg']}"
+
+
+def parse_spec(data: object, source: str = "spec") -> StudySpec:
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"{source}: expected a mapping of keys to values at the top level")
+    try:
+        return StudySpec.model_validate(data)
+    except ValidationError as err:
+        raise UserError(f"{source}: {_format_error(err)}") from None
+
+
+def load_spec(path: str | Path) -> StudySpec:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise UserError(f"cannot read spec {path}: {err.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"{path}: malformed YAML{where}") from None
+    return parse_spec(data, str(path))
+
+
+EXAMPLE_SPEC = """\
+name: my-study
+task: {name: pycode}
+family: {name: gpt, block_size: 64}
+ladder: {n_rungs: 6, min_nonembed: 1.0e4, max_nonembed: 1.0e6}
+train: {tokens: 4000000, batch_size: 16, lr: 3.0e-3, seed: 0}
+fit: {bootstrap: 1000}
+"""

@@ -1,0 +1,104 @@
+"""Task `pycode`: byte-level language modelling on this interpreter's standard-library source.
+
+The corpus is already on every machine that runs scalelab, so the default study needs no download.
+Files: every `*.py` under `sysconfig`'s stdlib path, skipping `site-packages` and any `test` or
+`tests` folder, read in sorted relative-path order. Each file goes to validation when the first
+byte of the SHA-256 of its relative path is < 13 (13/256 ≈ 5%), else to train, so validation files
+are unseen and the split does not depend on which other files exist. Files are joined with a
+blank line; a token is a byte (vocabulary 256), so loss in nats/token is also nats/byte.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sysconfig
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VAL_BUCKETS = 13  # of 256: about 5% of files go to validation
+SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__"}
+
+
+def corpus_files(root: Path) -> list[Path]:
+    files = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        if any(part in SKIP_DIRS for part in rel.parts[:-1]):
+            continue
+        files.append(rel)
+    return sorted(files, key=lambda p: p.as_posix())
+
+
+def is_validation(rel: Path) -> bool:
+    return hashlib.sha256(rel.as_posix().encode()).digest()[0] < VAL_BUCKETS
+
+
+@lru_cache(maxsize=4)
+def load_corpus(root: str) -> tuple[np.ndarray, np.ndarray, dict]:
+    """(train bytes, validation bytes, fingerprint). Cached: every rung of a study shares it."""
+    base = Path(root)
+    train, val = [], []
+    digest = hashlib.sha256()
+    n_files = 0
+    for rel in corpus_files(base):
+        data = (base / rel).read_bytes() + b"\n\n"
+        digest.update(rel.as_posix().encode() + b"\0" + data)
+        (val if is_validation(rel) else train).append(data)
+        n_files += 1
+    train_bytes = np.frombuffer(b"".join(train), dtype=np.uint8)
+    val_bytes = np.frombuffer(b"".join(val), dtype=np.uint8)
+    fingerprint = {
+        "root": str(base),
+        "files": n_files,
+        "val_files": len(val),
+        "bytes": int(train_bytes.size + val_bytes.size),
+        "train_bytes": int(train_bytes.size),
+        "val_bytes": int(val_bytes.size),
+        "sha256": digest.hexdigest(),
+    }
+    return train_bytes, val_bytes, fingerprint
+
+
+def stdlib_root() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+class PyCodeTask:
+    name = "pycode"
+    vocab_size = 256
+    unit = "byte"
+
+    def __init__(self, root: str | None = None):
+        train, val, fp = load_corpus(str(root or stdlib_root()))
+        if train.size < 10_000 or val.size < 1_000:
+            from scalelab.errors import UserError
+
+            raise UserError(f"corpus at {fp['root']} is too small ({fp['bytes']} bytes)")
+        self.train = torch.from_numpy(train.copy())
+        self.val = torch.from_numpy(val.copy())
+        self._fingerprint = fp
+
+    def fingerprint(self) -> dict:
+        return dict(self._fingerprint)
+
+    def batch(
+        self, batch_size: int, block_size: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random windows of the training split; y is x shifted by one byte."""
+        hi = self.train.numel() - block_size - 1
+        starts = torch.randint(0, hi, (batch_size,), generator=generator)
+        idx = starts[:, None] + torch.arange(block_size + 1)
+        chunk = self.train[idx].long()
+        return chunk[:, :-1], chunk[:, 1:]
+
+    def eval_windows(self, n_tokens: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Evenly spaced validation windows covering about n_tokens target bytes, fixed forever."""
+        n_windows = max(1, n_tokens // block_size)
+        hi = self.val.numel() - block_size - 1
+        starts = torch.linspace(0, hi, n_windows).long()
+        idx = starts[:, None] + torch.arange(block_size + 1)
+        chunk = self.val[idx].long()
+        return chunk[:, :-1], chunk[:, 1:]
