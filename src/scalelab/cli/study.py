@@ -1,2 +1,141 @@
-"""Commands: placeholder until this module is filled in."""
-from scalelab.cli.app import app  # noqa: F401
+"""Commands of a study: run, report, show."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scalelab.cli.app import app, console
+from scalelab.ladder import RungPlan
+from scalelab.spec import EXAMPLE_SPEC, StudySpec, load_spec, quick_spec
+from scalelab.store import StudyStore
+from scalelab.study import build_summary, default_out, run_study, write_outputs
+
+RUN_HELP = f"""Train the ladder of a study, fit its scaling law and write its report.
+
+Without SPEC the default study runs: a GPT ladder of 6 rungs (about 1e4 to 1e6 non-embedding \
+parameters) on this Python's standard-library source. Running the same command again on an \
+interrupted study resumes it: finished rungs are kept, an unfinished one continues from its last \
+checkpoint.
+
+Example: scalelab run my-study.yaml --out studies/mine
+
+Example spec (every key optional; unknown keys are errors):
+
+\b
+{EXAMPLE_SPEC}"""
+
+
+def _fmt(x, fmt: str = ".3g") -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def rung_table(summary: dict) -> Table:
+    table = Table(title=f"study {summary['study']['name']}", title_justify="left")
+    for col in ("rung", "status", "N (non-emb)", "layers x d", "tokens", "val loss", "bits/byte",
+                "FLOPs", "time s", "tok/s", "MFU", "lat b1 ms", "bytes"):
+        table.add_column(col, justify="right")
+    for r in summary["rungs"]:
+        lat = r["latency_ms"].get("1")
+        table.add_row(
+            str(r["rung"]), r["status"], f"{r['n_nonembed']:,}", f"{r['n_layer']}x{r['d_model']}",
+            _fmt(r["tokens"]), _fmt(r["val_loss"], ".4f"), _fmt(r["val_bpb"], ".4f"),
+            _fmt(r["flops"]), _fmt(r["train_seconds"], ".1f"), _fmt(r["tokens_per_s"], ".0f"),
+            "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%", _fmt(lat, ".2f"),
+            _fmt(r["checkpoint_bytes"], ",d"),
+        )
+    return table
+
+
+def fit_lines(summary: dict) -> list[str]:
+    lines = []
+    for fit in summary["fits"]:
+        p, iv = fit["params"], fit.get("intervals") or {}
+        parts = []
+        for name, value in p.items():
+            lo_hi = iv.get(name)
+            band = f" [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]" if lo_hi else ""
+            parts.append(f"{name}={value:.4g}{band}")
+        lines.append(f"law {fit['law']} in {fit['x']}: " + ", ".join(parts))
+        ho = fit.get("holdout")
+        if ho:
+            lines.append(f"holdout: largest rung predicted {ho['predicted']:.4f}, measured "
+                         f"{ho['measured']:.4f}, error {100 * ho['rel_error']:+.2f}%")
+    return lines
+
+
+@app.command(help=RUN_HELP)
+def run(
+    spec_path: Path | None = typer.Argument(None, metavar="[SPEC.yaml]", help="study spec"),
+    out: Path | None = typer.Option(None, "--out", help="study folder [default: studies/NAME]"),
+    quick: bool = typer.Option(False, "--quick", help="a 1-2 minute version for a first look"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    if device not in ("auto", "cpu", "cuda"):
+        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    spec = load_spec(spec_path) if spec_path else StudySpec()
+    if quick:
+        spec = quick_spec(spec)
+    out = out or default_out(spec)
+
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} tok/s"),
+        TimeElapsedColumn(), console=console, transient=False,
+    ) as bar:
+        tasks: dict[int, int] = {}
+
+        def on_plan(plans: list[RungPlan]) -> None:
+            for p in plans:
+                tasks[p.rung] = bar.add_task(
+                    f"rung {p.rung} ({p.n_nonembed:,} params)", total=p.steps, loss="-",
+                    rate="-", start=False)
+
+        def on_step(plan: RungPlan, step: int, loss: float) -> None:
+            if step % 10 and step != plan.steps:
+                return
+            task = bar.tasks[tasks[plan.rung]]
+            if not task.started:
+                bar.start_task(tasks[plan.rung])
+            speed = task.speed
+            rate = f"{speed * plan.batch_size * plan.block_size:,.0f}" if speed else "-"
+            bar.update(tasks[plan.rung], completed=step, loss=f"{loss:.3f}", rate=rate)
+
+        def on_done(plan: RungPlan, result: dict) -> None:
+            tid = tasks[plan.rung]
+            if result["status"] == "done":
+                bar.update(tid, completed=plan.steps, loss=f"{result['val_loss']:.3f} (val)")
+            else:
+                bar.update(tid, description=f"rung {plan.rung} DIVERGED", loss="-")
+            bar.stop_task(tid)
+
+        summary = run_study(spec, out, device, on_step, on_done, on_plan)
+    _print_summary(summary, out)
+
+
+def _print_summary(summary: dict, out: Path) -> None:
+    console.print(rung_table(summary))
+    for line in fit_lines(summary):
+        console.print(line)
+    console.print(f"report: {out / 'report.html'}")
+
+
+@app.command(help="Rebuild report.html, summary.json and runs.csv of a study from its "
+                  "database.\n\nExample: scalelab report studies/default")
+def report(folder: Path = typer.Argument(..., help="study folder")) -> None:
+    with StudyStore.open_readonly(folder) as store:
+        write_outputs(store)
+    console.print(f"report: {folder / 'report.html'}")
+
+
+@app.command(help="Show the rung table and fitted law of a study.\n\n"
+                  "Example: scalelab show studies/default")
+def show(folder: Path = typer.Argument(..., help="study folder")) -> None:
+    with StudyStore.open_readonly(folder) as store:
+        summary = build_summary(store)
+    console.print(rung_table(summary))
+    for line in fit_lines(summary):
+        console.print(line)

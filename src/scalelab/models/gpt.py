@@ -158,31 +158,32 @@ def shape_for(
     """The shape whose non-embedding count is closest to the target under the fixed aspect rule.
 
     For each depth we take the width (a multiple of HEAD_DIM) that comes closest to the target, then
-    keep the depth whose d_model / n_layer is closest to ASPECT, tie-broken by count error. One rule
-    for every rung keeps the ladder a single family.
+    keep the depth whose d_model / n_layer is closest to ASPECT among those within 25% of the
+    target, tie-broken by count error. One rule for every rung keeps the ladder a single family.
+    Below about 3e3 (one layer of width 16) the smallest shape is returned.
     """
     if target_nonembed <= 0:
         raise ValueError("target size must be positive")
-    best: tuple[float, float, GPTConfig] | None = None
+    best: tuple[tuple, GPTConfig] | None = None
     for n_layer in range(1, max_layers + 1):
         # Solve 12·L·d² ≈ target for d, then search neighbouring multiples of HEAD_DIM exactly.
         blocks = 1 if share_layers else n_layer
         d_est = math.sqrt(max(target_nonembed, 1.0) / (12 * blocks))
         k0 = max(1, round(d_est / HEAD_DIM))
         cands = [k for k in range(max(1, k0 - 2), k0 + 3)]
-        k = min(
-            cands,
-            key=lambda k: abs(math.log(nonembed_for(n_layer, k * HEAD_DIM, share_layers) / target_nonembed)),
-        )
+
+        def err(k: int, n_layer: int = n_layer) -> float:
+            n = nonembed_for(n_layer, k * HEAD_DIM, share_layers)
+            return abs(math.log(n / target_nonembed))
+
+        k = min(cands, key=err)
         d = k * HEAD_DIM
         count_err = abs(math.log(nonembed_for(n_layer, d, share_layers) / target_nonembed))
         aspect_err = abs(math.log((d / n_layer) / ASPECT))
         cfg = GPTConfig(n_layer, d, d // HEAD_DIM, block_size, vocab_size, share_layers)
-        key = (round(aspect_err, 6), count_err)
-        if count_err > 0.25:  # width granularity cannot reach the target at this depth
-            continue
-        if best is None or key < best[:2]:
-            best = (key[0], key[1], cfg)
-    if best is None:
-        raise ValueError(f"no gpt shape within 25% of {target_nonembed:.3g} non-embedding parameters")
-    return best[2]
+        # Shapes more than 25% off the target (width granularity) rank after every closer one.
+        key = (count_err > 0.25, round(aspect_err, 6), count_err)
+        if best is None or key < best[0]:
+            best = (key, cfg)
+    assert best is not None
+    return best[1]

@@ -1,0 +1,141 @@
+"""Train one rung: AdamW, warm-up + cosine schedule, clipping, evaluation, checkpoints, resume,
+and a divergence guard.
+
+`train_rung` is deterministic on CPU for a given plan and seed, including across a kill and
+resume: model init, the batch generator's RNG and the optimizer state all live in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from scalelab.ladder import RungPlan
+from scalelab.models import gpt
+from scalelab.spec import TrainSpec
+from scalelab.tasks import Task
+from scalelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scalelab.train.measure import autocast, eval_loss
+
+
+@dataclass
+class CurvePoint:
+    step: int
+    tokens: int
+    train_loss: float
+    val_loss: float | None
+    lr: float
+
+
+@dataclass
+class TrainOutcome:
+    status: str  # "done" or "diverged"
+    model: torch.nn.Module
+    steps: int
+    tokens: int
+    train_seconds: float
+    curve: list[CurvePoint] = field(default_factory=list)
+    diverged_step: int | None = None
+    diverged_reason: str | None = None
+
+
+def lr_at(step: int, plan: RungPlan, min_lr_frac: float) -> float:
+    """Linear warm-up to plan.lr, then cosine decay to min_lr_frac·lr at the rung's last step."""
+    if plan.warmup_steps and step < plan.warmup_steps:
+        return plan.lr * (step + 1) / plan.warmup_steps
+    span = max(1, plan.steps - plan.warmup_steps)
+    progress = min(1.0, (step - plan.warmup_steps) / span)
+    floor = min_lr_frac * plan.lr
+    return floor + 0.5 * (plan.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, t: TrainSpec, lr: float) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on biases, LayerNorms)."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=lr, betas=(t.beta1, t.beta2), foreach=True)
+
+
+def train_rung(
+    plan: RungPlan,
+    task: Task,
+    t: TrainSpec,
+    device: torch.device,
+    ckpt_dir: Path,
+    on_progress: Callable[[int, float], None] | None = None,
+    on_checkpoint: Callable[[list[CurvePoint]], None] | None = None,
+) -> TrainOutcome:
+    """Train (or resume) one rung. `on_checkpoint(curve)` runs right after each checkpoint so the
+    caller can record the curve so far; `on_progress(step, train_loss)` feeds a progress bar."""
+    torch.manual_seed(plan.seed)
+    model = gpt.build(plan.config()).to(device)
+    opt = make_optimizer(model, t, plan.lr)
+    gen = torch.Generator().manual_seed(plan.seed)
+    val_windows = task.eval_windows(t.eval_tokens, plan.block_size)
+    tokens_per_step = plan.batch_size * plan.block_size
+
+    step, elapsed, curve, best_val = 0, 0.0, [], math.inf
+    last = latest_checkpoint(ckpt_dir)
+    if last is not None:
+        state = load_checkpoint(last, model)
+        opt.load_state_dict(state["optimizer"])
+        gen.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        step, elapsed = state["step"], state["elapsed"]
+        curve = [CurvePoint(**p) for p in state["curve"]]
+        best_val = state["best_val"]
+
+    def outcome(status: str, reason: str | None = None) -> TrainOutcome:
+        return TrainOutcome(status, model, step, step * tokens_per_step, elapsed, curve,
+                            step if status == "diverged" else None, reason)
+
+    model.train()
+    t0 = time.perf_counter() - elapsed
+    while step < plan.steps:
+        lr = lr_at(step, plan, t.min_lr_frac)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = task.batch(plan.batch_size, plan.block_size, gen)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        with autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip, foreach=True)
+        opt.step()
+        step += 1
+        train_loss = loss.item()
+        if not math.isfinite(train_loss):
+            elapsed = time.perf_counter() - t0
+            return outcome("diverged", f"non-finite training loss ({train_loss}) at step {step}")
+        if on_progress is not None:
+            on_progress(step, train_loss)
+
+        if step % t.eval_every == 0 or step == plan.steps:
+            val = eval_loss(model, val_windows, device)
+            curve.append(CurvePoint(step, step * tokens_per_step, train_loss, val, lr))
+            if not math.isfinite(val) or val > t.diverge_factor * best_val:
+                elapsed = time.perf_counter() - t0
+                return outcome("diverged", f"validation loss {val:.4g} exceeds "
+                               f"{t.diverge_factor:g}x the best so far ({best_val:.4g})")
+            best_val = min(best_val, val)
+        if step % t.checkpoint_every == 0 and step < plan.steps:
+            elapsed = time.perf_counter() - t0
+            save_checkpoint(ckpt_dir, step, model, {
+                "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
+                "curve": [p.__dict__ for p in curve], "best_val": best_val,
+            })
+            if on_checkpoint is not None:
+                on_checkpoint(curve)
+    elapsed = time.perf_counter() - t0
+    return outcome("done")

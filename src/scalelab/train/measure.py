@@ -1,0 +1,210 @@
+"""Measurements by DESIGN.md's rules: validation loss, FLOPs, machine peak, latency, memory, bytes.
+
+Every function takes a model and plain settings and returns plain numbers, so rungs and compressed
+variants are measured by the same code.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+# Dense peak throughput published by vendors, in FLOP/s, for the dtype our trainer uses on each
+# device (bf16 autocast on CUDA). CPUs have no single published number: None.
+VENDOR_PEAK_BF16 = {
+    "H100 80GB HBM3": 989e12,
+    "H100": 989e12,
+    "H200": 989e12,
+    "A100": 312e12,
+    "L4": 121e12,
+    "A10": 125e12,
+}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        from scalelab.errors import UserError
+
+        raise UserError("--device cuda was asked for but no CUDA device is available")
+    return torch.device(name)
+
+
+def machine_info(device: torch.device) -> dict:
+    info = {
+        "device": str(device),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "threads": torch.get_num_threads(),
+        "torch_version": torch.__version__,
+        "python_version": platform.python_version(),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores",
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["machine"] = f"{info['gpu']} (+ {os.cpu_count()} CPU cores)"
+    return info
+
+
+def vendor_peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, peak in VENDOR_PEAK_BF16.items():
+        if key in name:
+            return peak
+    return None
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def gemm_peak_flops(device: torch.device, n: int | None = None, seconds: float = 1.0) -> float:
+    """Measured GEMM throughput (FLOP/s) in the dtype training computes in on this device.
+
+    Square matmuls of size n; 2·n³ FLOPs each; best of several timed bursts (the peak is what
+    the machine can do, so the best burst is the right statistic here).
+    """
+    cuda = device.type == "cuda"
+    n = n or (8192 if cuda else 1024)
+    dtype = torch.bfloat16 if cuda else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(device)
+    best = 0.0
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        reps = 5
+        t0 = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        _sync(device)
+        dt = time.perf_counter() - t0
+        best = max(best, reps * 2 * n**3 / dt)
+    return best
+
+
+def train_step_flops(model: nn.Module, batch_size: int, block_size: int, vocab_size: int,
+                     device: torch.device) -> int:
+    """FLOPs of one forward+backward of a batch, counted by torch.utils.flop_counter (2/MAC)."""
+    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        logits = model(x)
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), x.view(-1))
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return int(counter.get_total_flops())
+
+
+@torch.no_grad()
+def eval_loss(model: nn.Module, windows: tuple[torch.Tensor, torch.Tensor], device: torch.device,
+              batch_size: int = 128) -> float:
+    """Mean cross-entropy in nats per token over fixed validation windows."""
+    was_training = model.training
+    model.eval()
+    xs, ys = windows
+    total, count = 0.0, 0
+    for i in range(0, xs.size(0), batch_size):
+        x = xs[i : i + batch_size].to(device)
+        y = ys[i : i + batch_size].to(device)
+        with autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1),
+                               reduction="sum")
+        total += loss.item()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; a disabled context on CPU, so both devices run the same code path."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=device.type == "cuda")
+
+
+@torch.no_grad()
+def latency_ms(model: nn.Module, batch_size: int, block_size: int, vocab_size: int,
+               device: torch.device, repeats: int = 30, warmup: int = 5) -> dict:
+    """Forward latency of one batch: median and IQR in ms of `repeats` timed calls after warm-up."""
+    was_training = model.training
+    model.eval()
+    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    for _ in range(warmup):
+        model(x)
+    _sync(device)
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model(x)
+        _sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    model.train(was_training)
+    q1, _, q3 = statistics.quantiles(times, n=4)
+    return {"median": statistics.median(times), "iqr": q3 - q1, "repeats": repeats,
+            "threads": torch.get_num_threads()}
+
+
+class PeakMemory:
+    """Peak memory over a block of work.
+
+    CUDA: torch's peak allocated bytes. CPU: the process's peak resident set (Linux VmHWM), whose
+    high-water mark we reset at the start through /proc/self/clear_refs; where that is not
+    possible, the lifetime peak (ru_maxrss) is reported instead. CPU numbers therefore include
+    the interpreter, torch and the corpus, which is what a user's process would really need.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.peak_bytes: int | None = None
+
+    def __enter__(self) -> PeakMemory:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        else:
+            try:
+                Path("/proc/self/clear_refs").write_text("5")
+            except OSError:
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            self.peak_bytes = int(torch.cuda.max_memory_allocated(self.device))
+        else:
+            self.peak_bytes = _vm_hwm_bytes()
+
+
+def _vm_hwm_bytes() -> int:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def bits_per_byte(nats_per_token: float, bytes_per_token: float = 1.0) -> float:
+    return nats_per_token / (math.log(2) * bytes_per_token)
+
+
+def file_bytes(path: str | Path) -> int:
+    return Path(path).stat().st_size

@@ -1,0 +1,75 @@
+import math
+
+import pytest
+
+from scalelab.errors import UserError
+from scalelab.ladder import plan_ladder, target_sizes
+from scalelab.spec import StudySpec, load_spec, parse_spec, quick_spec
+
+
+def test_default_ladder_is_six_rungs_over_two_decades():
+    spec = StudySpec()
+    sizes = target_sizes(spec)
+    assert len(sizes) == 6
+    assert sizes[0] == pytest.approx(1e4) and sizes[-1] == pytest.approx(1e6)
+    ratios = [b / a for a, b in zip(sizes, sizes[1:], strict=False)]
+    assert all(r == pytest.approx(ratios[0]) for r in ratios)
+
+
+def test_plan_matches_budget_and_lr_rule():
+    spec = StudySpec()
+    plans = plan_ladder(spec, 256)
+    tokens_per_step = spec.train.batch_size * spec.family.block_size
+    for p in plans:
+        assert p.tokens == p.steps * tokens_per_step
+        assert p.tokens >= spec.train.tokens
+        expected = spec.train.lr * (p.n_nonembed / spec.train.lr_ref_nonembed) ** (-1 / 3)
+        assert p.lr == pytest.approx(expected)
+        assert p.warmup_steps == round(spec.train.warmup_frac * p.steps)
+    assert [p.n_nonembed for p in plans] == sorted(p.n_nonembed for p in plans)
+    assert [p.lr for p in plans] == sorted((p.lr for p in plans), reverse=True)
+
+
+def test_tokens_per_param_budget():
+    spec = parse_spec({"train": {"tokens_per_param": 20}})
+    for p in plan_ladder(spec, 256):
+        assert p.tokens >= 20 * p.n_nonembed
+        assert p.tokens - 20 * p.n_nonembed < spec.train.batch_size * spec.family.block_size
+
+
+def test_quick_spec_is_small():
+    q = quick_spec()
+    plans = plan_ladder(q, 256)
+    assert len(plans) == 4 and sum(p.steps for p in plans) < 3000
+
+
+@pytest.mark.parametrize("data,needle", [
+    ({"trian": {}}, "unknown key 'trian'"),
+    ({"train": {"tokenz": 5}}, "unknown key 'train.tokenz'"),
+    ({"ladder": {"sizes": [1e4, -5]}}, "sizes must be positive"),
+    ({"ladder": {"sizes": [0]}}, "sizes must be positive"),
+    ({"ladder": {"min_nonembed": 0}}, "ladder.min_nonembed"),
+    ({"train": {"tokens": 0}}, "train.tokens"),
+    ({"train": {"batch_size": -1}}, "train.batch_size"),
+    ([1, 2], "mapping"),
+])
+def test_bad_specs_say_what_is_wrong(data, needle):
+    with pytest.raises(UserError) as err:
+        parse_spec(data, "s.yaml")
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_malformed_yaml_names_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntrain: {tokens: [1, 2\n")
+    with pytest.raises(UserError, match="malformed YAML at line"):
+        load_spec(path)
+
+
+def test_spec_round_trips_through_yaml(tmp_path):
+    spec = parse_spec({"name": "rt", "ladder": {"sizes": [1e4, 1e5]}})
+    path = tmp_path / "s.yaml"
+    path.write_text(spec.to_yaml())
+    assert load_spec(path) == spec
+    assert math.isclose(load_spec(path).train.lr_exponent, -1 / 3)

@@ -1,0 +1,102 @@
+"""The trainer on real data: learning, schedule, checkpoint/resume determinism, divergence."""
+
+import math
+
+import pytest
+import torch
+
+from scalelab.ladder import plan_ladder
+from scalelab.spec import parse_spec
+from scalelab.tasks import get_task
+from scalelab.train.checkpoint import latest_checkpoint
+from scalelab.train.loop import lr_at, train_rung
+from scalelab.train.measure import eval_loss
+from tests.helpers import tiny_spec
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def task():
+    return get_task("pycode")
+
+
+def _plan(spec):
+    return plan_ladder(spec, 256)[0]
+
+
+def test_schedule_warms_up_then_decays_to_the_floor():
+    spec = parse_spec(tiny_spec(train={"tokens": 64_000, "warmup_frac": 0.1}))
+    plan = _plan(spec)
+    lrs = [lr_at(s, plan, 0.1) for s in range(plan.steps)]
+    peak = lrs.index(max(lrs))
+    assert peak == plan.warmup_steps - 1 or peak == plan.warmup_steps
+    assert max(lrs) == pytest.approx(plan.lr)
+    assert lrs[-1] == pytest.approx(0.1 * plan.lr, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[peak:], lrs[peak + 1:], strict=False))
+
+
+def test_training_lowers_validation_loss(task, tmp_path):
+    spec = parse_spec(tiny_spec())
+    plan = _plan(spec)
+    torch.manual_seed(plan.seed)
+    from scalelab.models import gpt
+
+    untrained = eval_loss(gpt.build(plan.config()), task.eval_windows(4096, 32), CPU)
+    out = train_rung(plan, task, spec.train, CPU, tmp_path / "ck")
+    trained = eval_loss(out.model, task.eval_windows(4096, 32), CPU)
+    assert out.status == "done" and out.steps == plan.steps
+    assert untrained > math.log(256) - 0.3  # about uniform over bytes at init
+    assert trained < untrained - 1.5
+    assert [p.step for p in out.curve] == sorted(p.step for p in out.curve)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_after_interruption_reproduces_the_uninterrupted_run(task, tmp_path):
+    spec = parse_spec(tiny_spec(train={"checkpoint_every": 40}))
+    plan = _plan(spec)
+    full = train_rung(plan, task, spec.train, CPU, tmp_path / "a")
+
+    def stop_at(step, loss):
+        if step == 95:  # after the checkpoint of step 80, mid-way to the next
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train_rung(plan, task, spec.train, CPU, tmp_path / "b", on_progress=stop_at)
+    assert latest_checkpoint(tmp_path / "b").name == "step-00000080"
+    resumed = train_rung(plan, task, spec.train, CPU, tmp_path / "b")
+    assert resumed.steps == full.steps
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),
+                    strict=True):
+        assert torch.equal(a, b)
+    assert [p.val_loss for p in resumed.curve] == [p.val_loss for p in full.curve]
+
+
+def test_exploding_learning_rate_is_caught_as_divergence(task, tmp_path):
+    spec = parse_spec(tiny_spec(train={"lr": 50.0, "warmup_frac": 0.0, "eval_every": 5}))
+    out = train_rung(_plan(spec), task, spec.train, CPU, tmp_path / "ck")
+    assert out.status == "diverged"
+    assert out.diverged_step is not None and out.diverged_step < _plan(spec).steps
+    assert "loss" in out.diverged_reason
+
+
+def test_nan_loss_is_caught_at_its_step(task, tmp_path, monkeypatch):
+    spec = parse_spec(tiny_spec())
+    plan = _plan(spec)
+    from scalelab.train import loop
+
+    real = loop.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    out = train_rung(plan, task, spec.train, CPU, tmp_path / "ck")
+    assert out.status == "diverged" and out.diverged_step == 7
+    assert "non-finite" in out.diverged_reason
