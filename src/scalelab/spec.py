@@ -96,6 +96,15 @@ class FitSpec(_Strict):
     seed: int = 0
 
 
+class CompressSpec(_Strict):
+    """Compressed variants made after the ladder (see `scalelab compress --help` for methods)."""
+
+    rung: str | int = Field("largest", description="rung index, or 'largest'")
+    methods: list[str] = Field(
+        default_factory=lambda: ["int8", "fp16", "prune:0.25", "prune:0.5", "lowrank:0.5",
+                                 "distill"])
+
+
 class StudySpec(_Strict):
     name: str = Field("default", min_length=1)
     task: TaskSpec = Field(default_factory=TaskSpec)
@@ -104,6 +113,7 @@ class StudySpec(_Strict):
     train: TrainSpec = Field(default_factory=TrainSpec)
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     fit: FitSpec = Field(default_factory=FitSpec)
+    compress: CompressSpec | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def to_yaml(self) -> str:

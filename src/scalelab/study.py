@@ -83,6 +83,10 @@ def run_study(
         if on_plan is not None:
             on_plan(plans)
         run_rungs(store, spec, task, plans, device, gemm_peak, progress, on_rung_done)
+        if spec.compress is not None:
+            from scalelab.compress import compress_study
+
+            compress_study(store, spec, task, device, spec.compress.rung, spec.compress.methods)
         store.replace_fits(fit_rungs(store.rungs(), spec))
         return write_outputs(store)
 
