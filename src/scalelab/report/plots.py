@@ -1,0 +1,553 @@
+"""Plots of a study as inline SVG strings.
+
+Every function takes plain data (the dicts of ``summary.json`` and the loss curves) and returns
+an ``<svg>`` element as a string, ready to be placed inside an HTML page: no XML prolog, no
+DOCTYPE, no namespace or metadata URLs, and element ids prefixed so several plots can live in one
+document. Figures are built with :class:`matplotlib.figure.Figure` directly (no pyplot, no global
+backend switch), so this module is safe to import from anywhere.
+
+Nothing the user typed (study name, spec values) is drawn into a plot; labels are numbers and
+fixed words only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib import ticker
+from matplotlib.figure import Figure
+
+__all__ = [
+    "cost_svg",
+    "eval_law",
+    "fmt_count",
+    "latency_median",
+    "loss_curves_svg",
+    "loss_vs_n_svg",
+    "rung_colors",
+]
+
+_RC = {
+    "svg.fonttype": "none",  # text stays text: small, selectable, escaped by matplotlib
+    "svg.hashsalt": "scalelab",  # deterministic ids -> reproducible report
+    "font.family": "DejaVu Sans",
+    "font.size": 9.0,
+    "axes.titlesize": 10.0,
+    "axes.labelsize": 9.0,
+    "legend.fontsize": 8.0,
+    "xtick.labelsize": 8.0,
+    "ytick.labelsize": 8.0,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.color": "#e3e3e3",
+    "grid.linewidth": 0.6,
+    "axes.edgecolor": "#555555",
+    "axes.axisbelow": True,
+}
+_NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
+
+MEASURED = "#1f3b73"
+FIT = "#d95f02"
+HOLDOUT = "#c2185b"
+DIVERGED = "#b00020"
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _finite(v: Any) -> float | None:
+    """``v`` as a finite float, or None (None, NaN, inf, non-numbers)."""
+    if v is None or isinstance(v, bool):
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def _floats(values: Any) -> np.ndarray:
+    """A float array with None / non-numbers as NaN."""
+    out = [_finite(v) for v in (values or [])]
+    return np.array([np.nan if v is None else v for v in out], dtype=float)
+
+
+def fmt_count(n: Any) -> str:
+    """12345 -> '12.3k', 4.47e5 -> '447k', 1.2e6 -> '1.2M'."""
+    f = _finite(n)
+    if f is None:
+        return "—"
+    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(f) >= div:
+            return f"{f / div:.3g}{unit}"
+    return f"{f:.3g}" if f != int(f) else str(int(f))
+
+
+def latency_median(value: Any) -> tuple[float | None, float | None]:
+    """(median, iqr) from a latency entry: a number, or a ``{"median", "iqr"}`` dict."""
+    if isinstance(value, Mapping):
+        return _finite(value.get("median")), _finite(value.get("iqr"))
+    return _finite(value), None
+
+
+def latency_batches(rungs: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Batch sizes (as strings, numerically sorted) present in any rung's ``latency_ms``."""
+    keys: set[str] = set()
+    for r in rungs:
+        lat = r.get("latency_ms")
+        if isinstance(lat, Mapping):
+            keys.update(str(k) for k in lat)
+
+    def order(k: str) -> tuple[int, float, str]:
+        f = _finite(k)
+        return (0, f, k) if f is not None else (1, 0.0, k)
+
+    return sorted(keys, key=order)
+
+
+def latency_of(rung: Mapping[str, Any], batch: str) -> tuple[float | None, float | None]:
+    lat = rung.get("latency_ms")
+    if not isinstance(lat, Mapping):
+        return None, None
+    for k, v in lat.items():
+        if str(k) == batch:
+            return latency_median(v)
+    return None, None
+
+
+def eval_law(law: str, params: Mapping[str, Any], x: np.ndarray) -> np.ndarray | None:
+    """Evaluate a fitted law on ``x``; None for a law form this module does not know."""
+    p = {k: _finite(v) for k, v in params.items()}
+    if law in ("power", "power_e", "saturating_power") and None not in (
+        p.get("E"),
+        p.get("A"),
+        p.get("alpha"),
+    ):
+        return p["E"] + p["A"] * np.power(x, -p["alpha"])
+    if law in ("power", "pure_power", "power_noe") and None not in (p.get("A"), p.get("alpha")):
+        return p["A"] * np.power(x, -p["alpha"])
+    return None
+
+
+def rung_colors(n: int) -> list[str]:
+    """One distinct colour per rung, small to large (viridis, without its palest end)."""
+    cmap = matplotlib.colormaps["viridis"]
+    if n <= 0:
+        return []
+    if n == 1:
+        return [matplotlib.colors.to_hex(cmap(0.35))]
+    return [matplotlib.colors.to_hex(cmap(0.88 * i / (n - 1))) for i in range(n)]
+
+
+_ID_ATTR = re.compile(r'\bid="([^"]+)"')
+
+
+def _to_inline_svg(fig: Figure) -> str:
+    buf = io.StringIO()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout(pad=0.6)
+    fig.savefig(buf, format="svg", metadata=_NO_METADATA)
+    svg = buf.getvalue()
+    svg = svg[svg.index("<svg") :]  # drop the XML prolog and DOCTYPE (it names a URL)
+    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg, count=0)  # the HTML parser supplies these
+    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
+    # Unique ids per plot: several SVGs share one document.
+    prefix = "p" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"  # deterministic
+    ids = set(_ID_ATTR.findall(svg))
+    if ids:
+        svg = _ID_ATTR.sub(lambda m: f'id="{prefix}{m.group(1)}"', svg)
+        svg = re.sub(
+            r"(url\(#|href=\"#)([^)\"]+)",
+            lambda m: m.group(1) + (prefix + m.group(2) if m.group(2) in ids else m.group(2)),
+            svg,
+        )
+    # Scale with the page: keep the viewBox, let CSS decide the width.
+    svg = re.sub(
+        r'^<svg([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"',
+        lambda m: (
+            f'<svg{m.group(1)} class="plot" role="img" '
+            f'width="{float(m.group(2)) * 4 / 3:.0f}" height="{float(m.group(3)) * 4 / 3:.0f}"'
+        ),
+        svg,
+        count=1,
+    )
+    return svg.strip()
+
+
+_SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+
+
+def _si_tick(v: float, _pos: Any = None) -> str:
+    """Tick label without scientific notation: 0.05, 3, 250, 10k, 1M, 3T."""
+    if not math.isfinite(v) or v <= 0:
+        return ""
+    if v >= 1e4:
+        for div, unit in _SI:
+            if v >= div:
+                return f"{v / div:.3g}{unit}"
+    return f"{v:.3g}"
+
+
+def _nice_log_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
+    """Plain tick labels on log axes; minor ticks labelled (2, 3, 5 ×) only within a decade."""
+    for on, axis, lim in ((x, ax.xaxis, ax.get_xlim()), (y, ax.yaxis, ax.get_ylim())):
+        if not on or axis.get_scale() != "log":
+            continue
+        lo, hi = sorted(lim)
+        decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 10.0
+        majors = (
+            math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1
+            if lo > 0 and hi > 0
+            else 2
+        )
+        axis.set_major_formatter(ticker.FuncFormatter(_si_tick))
+        if majors < 2 or decades < 1.2:
+            subs = (2.0, 5.0) if decades > 0.7 else (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
+
+            def minor(v: float, pos: Any = None, subs: tuple = subs) -> str:
+                mant = v / 10 ** math.floor(math.log10(v) + 1e-9) if v > 0 else 0
+                return _si_tick(v) if any(abs(mant - s) < 1e-6 for s in subs) else ""
+
+            axis.set_minor_formatter(ticker.FuncFormatter(minor))
+        else:
+            axis.set_minor_formatter(ticker.NullFormatter())
+
+
+def _no_data(ax: Any, text: str = "no data yet") -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, color="#888888")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+
+
+# --------------------------------------------------------------------------- loss vs N
+
+
+def loss_vs_n_svg(
+    rungs: Sequence[Mapping[str, Any]],
+    fit: Mapping[str, Any] | None = None,
+    *,
+    x_key: str = "n_nonembed",
+    y_key: str = "val_loss",
+) -> str:
+    """Measured loss of each finished rung against N, log-log, with the fitted law.
+
+    ``fit`` (a ``summary["fits"]`` entry) adds the law's line (from ``fit["band"]["point"]`` when
+    a band is given, else evaluated from ``fit["params"]``), its uncertainty band
+    (``band["lo"]``/``band["hi"]``), and the holdout prediction of the largest rung: a marker at
+    ``holdout["predicted"]`` with an error bar from ``holdout["interval"]`` (or ``"lo"``/``"hi"``)
+    when given, joined to the measured point, its relative error in the legend. The holdout's x is
+    ``holdout["x"]`` (or ``holdout[x_key]``) if given, else the largest finished rung.
+    """
+    if fit is not None:
+        x_key = str(fit.get("x") or x_key)
+        y_key = str(fit.get("y") or y_key)
+    done = [r for r in rungs if r.get("status", "done") == "done"]
+    pts = [(_finite(r.get(x_key)), _finite(r.get(y_key)), r) for r in done]
+    pts = [(x, y, r) for x, y, r in pts if x is not None and y is not None and x > 0 and y > 0]
+    bad = [
+        (_finite(r.get(x_key)), _finite(r.get(y_key)))
+        for r in rungs
+        if r.get("status") == "diverged"
+    ]
+    bad = [(x, y) for x, y in bad if x is not None and x > 0]
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(9.5, 5.2))
+        ax = fig.add_subplot()
+        if not pts:
+            _no_data(ax, "no finished rungs yet")
+            return _to_inline_svg(fig)
+        xs = np.array([p[0] for p in pts])
+        ys = np.array([p[1] for p in pts])
+
+        if fit is not None:
+            band = fit.get("band") or {}
+            law = str(fit.get("law", "power"))
+            bx = _floats(band.get("x"))
+            drawn = False
+            if bx.size:
+                lo = _floats(band.get("lo"))
+                hi = _floats(band.get("hi"))
+                if lo.size == bx.size and hi.size == bx.size:
+                    ax.fill_between(
+                        bx,
+                        lo,
+                        hi,
+                        color=FIT,
+                        alpha=0.18,
+                        lw=0,
+                        label=_band_label(band.get("level", fit.get("level"))),
+                    )
+                point = _floats(band.get("point"))
+                if point.size == bx.size:
+                    ax.plot(bx, point, color=FIT, lw=1.6, label=_law_label(law))
+                    drawn = True
+            if not drawn:
+                lo_x = xs.min() / 1.6
+                hi_x = xs.max() * 2.5
+                gx = np.geomspace(lo_x, hi_x, 200)
+                gy = eval_law(law, fit.get("params") or {}, gx)
+                if gy is not None:
+                    ax.plot(gx, gy, color=FIT, lw=1.6, label=_law_label(law))
+
+        ax.plot(xs, ys, "o", color=MEASURED, ms=6, zorder=5, label="measured (finished rungs)")
+        for x, y in bad:
+            yy = y if y is not None and y > 0 else None
+            if yy is None:
+                ax.axvline(x, color=DIVERGED, lw=0.9, ls=":", zorder=1)
+        if bad:
+            ax.plot([], [], ls=":", color=DIVERGED, label="diverged rung (no loss)")
+
+        ho = (fit or {}).get("holdout")
+        if isinstance(ho, Mapping) and _finite(ho.get("predicted")) is not None:
+            _draw_holdout(ax, ho, xs, ys, x_key)
+
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(_axis_name(x_key))
+        ax.set_ylabel(_axis_name(y_key))
+        ax.grid(True, which="major")
+        ax.grid(True, which="minor", alpha=0.4)
+        _nice_log_axes(ax)
+        ax.legend(loc="lower left", frameon=False)
+        return _to_inline_svg(fig)
+
+
+def _band_label(level: Any) -> str:
+    f = _finite(level)
+    if f is None or f <= 0:
+        return "uncertainty band"
+    return f"{f:.0%} band" if f <= 1 else f"{f:.0f}% band"
+
+
+def _law_label(law: str) -> str:
+    if law in ("power", "power_e", "saturating_power"):
+        return r"fit: $L = E + A\,N^{-\alpha}$"
+    return f"fit: {law}"
+
+
+def _axis_name(key: str) -> str:
+    return {
+        "n_nonembed": "N, non-embedding parameters",
+        "n_params": "N, all parameters",
+        "val_loss": "validation loss (nats/token)",
+        "val_bpb": "validation bits per byte",
+        "flops": "training compute C (FLOPs)",
+        "tokens": "training tokens D",
+    }.get(key, key)
+
+
+def _draw_holdout(
+    ax: Any, ho: Mapping[str, Any], xs: np.ndarray, ys: np.ndarray, x_key: str
+) -> None:
+    pred = _finite(ho.get("predicted"))
+    meas = _finite(ho.get("measured"))
+    hx = _finite(ho.get("x", ho.get(x_key)))
+    if hx is None:
+        hx = float(xs.max())
+    if meas is None:
+        meas = float(ys[int(np.argmax(xs))]) if hx == float(xs.max()) else None
+    interval = ho.get("interval")
+    lo = hi = None
+    if isinstance(interval, Sequence) and len(interval) == 2:
+        lo, hi = _finite(interval[0]), _finite(interval[1])
+    else:
+        lo, hi = _finite(ho.get("lo")), _finite(ho.get("hi"))
+    rel = _finite(ho.get("rel_error"))
+    if rel is None and meas:
+        rel = (pred - meas) / meas
+    label = "holdout prediction of the largest rung"
+    if rel is not None:
+        label += f" (rel. error {rel:+.2%})"
+    xoff = hx * 1.1  # beside the measured point, so both stay visible
+    if lo is not None and hi is not None:
+        yerr = np.array([[max(pred - lo, 0.0)], [max(hi - pred, 0.0)]])
+        ax.errorbar(
+            [xoff],
+            [pred],
+            yerr=yerr,
+            fmt="D",
+            color=HOLDOUT,
+            ms=6,
+            capsize=4,
+            lw=1.2,
+            zorder=6,
+            label=label,
+        )
+    else:
+        ax.plot([xoff], [pred], "D", color=HOLDOUT, ms=6, zorder=6, label=label)
+    if meas is not None:
+        ax.plot([hx, xoff], [meas, pred], color=HOLDOUT, lw=0.8, ls="--", zorder=4)
+
+
+# --------------------------------------------------------------------------- loss curves
+
+
+def _curve_series(points: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    xs, ys = [], []
+    for p in points:
+        x, y = _finite(p.get("tokens")), _finite(p.get(key))
+        if x is not None and y is not None and x > 0:
+            xs.append(x)
+            ys.append(y)
+    order = np.argsort(xs, kind="stable")
+    return np.asarray(xs)[order], np.asarray(ys)[order]
+
+
+def loss_curves_svg(
+    curves: Mapping[int, Sequence[Mapping[str, Any]]],
+    rungs: Sequence[Mapping[str, Any]] = (),
+) -> str:
+    """Train (left) and validation (right) loss of every rung against tokens seen, log x.
+
+    One colour per rung (same colours in both panels); a diverged rung's curve ends in an ``x``.
+    The y range is capped near the initial loss so a blow-up does not flatten the other curves.
+    """
+    by_rung = {int(r["rung"]): r for r in rungs if _finite(r.get("rung")) is not None}
+    norm: dict[int, Sequence[Mapping[str, Any]]] = {}
+    for k, v in curves.items():
+        if _finite(k) is not None:
+            norm[int(float(k))] = v or []
+    ids = sorted(set(norm) | set(by_rung))
+    colors = dict(zip(ids, rung_colors(len(ids)), strict=True))
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(12.0, 4.4))
+        ax_t, ax_v = fig.subplots(1, 2, sharex=True, sharey=True)
+        ax_t.set_title("training loss")
+        ax_v.set_title("validation loss")
+        if not any(norm.values()):
+            _no_data(ax_t)
+            _no_data(ax_v)
+            return _to_inline_svg(fig)
+
+        firsts, finals = [], []
+        for rid in ids:
+            pts = norm.get(rid) or []
+            if not pts:
+                continue
+            r = by_rung.get(rid, {})
+            n = r.get("n_nonembed", r.get("n_params"))
+            label = f"rung {rid}" + (f" · N={fmt_count(n)}" if _finite(n) else "")
+            c = colors[rid]
+            tx, ty = _curve_series(pts, "train_loss")
+            vx, vy = _curve_series(pts, "val_loss")
+            if ty.size:
+                ax_t.plot(tx, ty, color=c, lw=1.1, alpha=0.9, label=label)
+                firsts.append(ty[0])
+                finals.append(ty[-1])
+            if vy.size:
+                ax_v.plot(vx, vy, "o-", color=c, lw=1.2, ms=3, label=label)
+                firsts.append(vy[0])
+                finals.append(vy[-1])
+            if r.get("status") == "diverged":
+                for ax, sx, sy in ((ax_t, tx, ty), (ax_v, vx, vy)):
+                    if sy.size:
+                        ax.plot(sx[-1:], sy[-1:], "x", color=DIVERGED, ms=8, mew=2, zorder=6)
+        if any(r.get("status") == "diverged" for r in by_rung.values()):
+            ax_v.plot([], [], "x", color=DIVERGED, ms=8, mew=2, label="diverged (last point)")
+
+        if firsts:
+            top = max(firsts) * 1.05
+            bottom = min(finals + firsts) * 0.95
+            if top > bottom > 0:
+                ax_t.set_ylim(bottom, top)
+        for ax in (ax_t, ax_v):
+            ax.set_xscale("log")
+            ax.set_xlabel("tokens seen")
+            ax.grid(True, which="major")
+            _nice_log_axes(ax, y=False)
+        ax_t.set_ylabel("loss (nats/token)")
+        ax_v.legend(loc="upper right", frameon=False)
+        fig.tight_layout(pad=0.6)
+        return _to_inline_svg(fig)
+
+
+# --------------------------------------------------------------------------- costs
+
+
+def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> str:
+    """Small multiples of cost against N (log-log): training FLOPs (measured and 6·N·D), training
+    time, latency per batch size (median, bar = IQR), checkpoint size, peak memory, throughput.
+    Finished rungs only."""
+    done = [r for r in rungs if r.get("status", "done") == "done" and _finite(r.get(x_key))]
+    done.sort(key=lambda r: float(r[x_key]))
+    batches = latency_batches(done)
+
+    def series(get: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        xs, ys, es = [], [], []
+        for r in done:
+            y, e = get(r)
+            if y is not None and y > 0:
+                xs.append(float(r[x_key]))
+                ys.append(y)
+                es.append(e if e is not None else np.nan)
+        return np.array(xs), np.array(ys), np.array(es)
+
+    def key(k: str, scale: float = 1.0) -> Any:
+        return lambda r: (
+            (_finite(r.get(k)) * scale if _finite(r.get(k)) is not None else None),
+            None,
+        )
+
+    palette = ["#1f3b73", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
+    panels: list[tuple[str, str, list[tuple[str, Any, str]]]] = [
+        (
+            "training compute",
+            "FLOPs",
+            [("measured", key("flops"), "o-"), ("6·N·D", key("flops_6nd"), "s--")],
+        ),
+        ("training time", "seconds", [("wall time", key("train_seconds"), "o-")]),
+        (
+            "inference latency",
+            "ms (median, bar = IQR)",
+            [(f"batch {b}", (lambda r, b=b: latency_of(r, b)), "o-") for b in batches],
+        ),
+        ("checkpoint size", "MB on disk", [("weights file", key("checkpoint_bytes", 1e-6), "o-")]),
+        ("peak memory", "MB", [("training", key("peak_mem_bytes", 1e-6), "o-")]),
+        ("throughput", "tokens/s", [("training", key("tokens_per_s"), "o-")]),
+    ]
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(12.0, 6.6))
+        axes = fig.subplots(2, 3).ravel()
+        for ax, (title, ylabel, lines) in zip(axes, panels, strict=True):
+            ax.set_title(title)
+            drawn = 0
+            for i, (lab, get, style) in enumerate(lines):
+                xs, ys, es = series(get)
+                if not xs.size:
+                    continue
+                color = palette[i % len(palette)]
+                ax.plot(xs, ys, style, color=color, ms=4, lw=1.2, label=lab)
+                if np.isfinite(es).any():
+                    half = np.where(np.isfinite(es), es / 2, 0.0)
+                    lower = np.minimum(half, ys * 0.999)  # stay above zero on a log axis
+                    ax.errorbar(
+                        xs, ys, yerr=[lower, half], fmt="none", ecolor=color, capsize=2, lw=0.9
+                    )
+                drawn += 1
+            if not drawn:
+                _no_data(ax)
+                continue
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.set_ylabel(ylabel)
+            ax.grid(True, which="major")
+            ax.grid(True, which="minor", alpha=0.35)
+            _nice_log_axes(ax)
+            if len(lines) > 1:
+                ax.legend(frameon=False, loc="upper left")
+        for ax in axes[3:]:
+            ax.set_xlabel(_axis_name(x_key))
+        fig.tight_layout(pad=0.6)
+        return _to_inline_svg(fig)
