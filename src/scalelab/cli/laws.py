@@ -1,2 +1,295 @@
-"""Commands: placeholder until this module is filled in."""
-from scalelab.cli.app import app  # noqa: F401
+"""Commands of the scaling-law engine: fit, predict, optimal."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from scalelab.cli.app import app, console
+from scalelab.errors import UserError
+
+FIT_HELP = """Fit a scaling law to runs from a CSV file or a study folder.
+
+Fits in log space (Huber loss on log residuals by default) from a grid of starts, all run as one
+batched L-BFGS, then bootstraps the runs for intervals and checks the law by holdout: fit on the
+smaller sizes, predict the largest.
+
+Defaults. Law: chinchilla for a CSV, power for a study folder. Columns of a CSV: --x N,D (the
+law's inputs in order: N, D for chinchilla and kaplan, one column for power and bnsl, default N)
+and --y loss. In a study folder (study.db, finished rungs only): x = n_nonembed (D = tokens),
+y = val_loss. With --flops-col, D = C / (k·N) is derived from that compute column and --x names
+only the N column.
+
+Holdout rules: largest:K (hold out the K largest sizes; default largest:1), smallest:K (fit on
+the K smallest sizes), below:V (fit on sizes < V), loso (leave one size out), none.
+
+\b
+Example (the Chinchilla data of Epoch's replication):
+  scalelab fit chinchilla.csv --law chinchilla --x "Model Size" --y loss \\
+      --flops-col "Training FLOP" --drop-highest 5 --out fit.json --plot fit.svg
+Example (a study): scalelab fit studies/default --law power --out fit.json
+"""
+
+PREDICT_HELP = """Predict the loss of a fitted law (a fit.json) at given sizes, with its interval.
+
+Values may be comma-separated lists (same length, or one value broadcast). For one-input laws
+give --x (or --N).
+
+\b
+Example: scalelab predict fit.json --N 7e10 --D 1.4e12
+"""
+
+OPTIMAL_HELP = """Compute-optimal N and D for a budget C = k·N·D from a fitted law in N and D.
+
+Prints N*, D*, tokens per parameter and the predicted loss, with bootstrap intervals when the
+fit has bootstrap samples; --frontier LO:HI gives the frontier over a range of budgets.
+
+\b
+Example: scalelab optimal fit.json --compute 5.76e23
+Example: scalelab optimal fit.json --frontier 1e20:1e26 --plot frontier.svg
+"""
+
+
+def _floats(text: str | None, name: str) -> list[float]:
+    """Comma-separated positive numbers from a flag, or a UserError naming the flag."""
+    if text is None:
+        return []
+    out = []
+    for part in str(text).split(","):
+        try:
+            v = float(part)
+        except ValueError:
+            raise UserError(f"{name}: {part.strip()!r} is not a number") from None
+        if not math.isfinite(v) or v <= 0:
+            raise UserError(f"{name}: values must be positive and finite, got {part.strip()}")
+        out.append(v)
+    return out
+
+
+def _g(v: Any) -> str:
+    return "-" if v is None else f"{v:.5g}"
+
+
+def _load_fit(path: Path):
+    from scalelab.laws import Law
+
+    try:
+        record = json.loads(path.read_text())
+    except OSError as err:
+        raise UserError(f"cannot read {path}: {err.strerror}") from None
+    except json.JSONDecodeError:
+        raise UserError(f"{path} is not JSON (expected a fit.json from `scalelab fit`)") from None
+    if not isinstance(record, dict):
+        raise UserError(f"{path} is not a fit record")
+    return Law.from_summary(record)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+
+
+def _run_holdout(law, X, y, rule: str) -> dict | None:
+    from scalelab.laws import holdout, leave_one_size_out
+
+    if rule == "none":
+        return None
+    if rule == "loso":
+        return leave_one_size_out(law, X, y)
+    try:
+        return holdout(law, X, y, rule)
+    except UserError as err:
+        if rule != "largest:1":  # the default quietly records why it could not run
+            raise
+        return {"rule": rule, "skipped": str(err)}
+
+
+def _fit_table(summary: dict) -> Table:
+    table = Table(title=f"{summary['law']}: {summary['formula']}", title_justify="left")
+    for col in ("param", "value", f"{summary['level']:.0%} interval", "note"):
+        table.add_column(col, justify="right" if col != "note" else "left")
+    for name, value in summary["params"].items():
+        iv = summary["intervals"].get(name)
+        band = f"[{iv[0]:.5g}, {iv[1]:.5g}]" if iv else "-"
+        note = "on a bound" if name in summary["on_bound"] else ""
+        table.add_row(name, _g(value), band, note)
+    return table
+
+
+def _print_fit(summary: dict) -> None:
+    console.print(_fit_table(summary))
+    st = summary["starts"]
+    console.print(f"objective {summary['objective']:.6g} over {summary['n_points']} runs; "
+                  f"{st['reached_best']}/{st['n']} starts reached the optimum"
+                  + ("; [bold red]starts disagree on the optimum[/]" if st["disagree"] else ""))
+    ho = summary.get("holdout")
+    if ho and "mean_abs_rel_error" in ho:
+        n_fit, n_test = ho.get("n_fit", "?"), ho.get("n_test", sum(f["n_test"]
+                                                                     for f in ho.get("folds", [])))
+        console.print(f"holdout {ho['rule']}: fit on {n_fit}, predict {n_test}: mean relative "
+                      f"error {100 * ho.get('mean_rel_error', float('nan')):+.2f}%, "
+                      f"mean |error| {100 * ho['mean_abs_rel_error']:.2f}%")
+    elif ho:
+        console.print(f"holdout skipped: {ho['skipped']}")
+
+
+@app.command(help=FIT_HELP)
+def fit(
+    data: Path = typer.Argument(..., help="A CSV of runs, or a study folder (with study.db)."),
+    law: str = typer.Option(None, help="power, chinchilla, kaplan or bnsl (default: chinchilla "
+                            "for a CSV, power for a study folder)."),
+    x: str = typer.Option(None, "--x", help="Input column(s), comma-separated, in the law's "
+                          "order (N,D)."),
+    y: str = typer.Option(None, "--y", help="Loss column (default loss; val_loss in a study)."),
+    flops_col: str = typer.Option(None, "--flops-col", help="Compute column: D = C/(k·N)."),
+    k: float = typer.Option(6.0, "--k", help="FLOPs per parameter per token in C = k·N·D."),
+    drop_highest: int = typer.Option(0, help="Drop the K runs with the highest loss first."),
+    bootstrap: int = typer.Option(1000, help="Bootstrap resamples of the runs (0: none)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    level: float = typer.Option(0.95, help="Coverage of the intervals."),
+    loss: str = typer.Option("huber", help="huber (on log residuals) or lsq (least squares)."),
+    delta: float = typer.Option(1e-3, help="Huber delta."),
+    holdout: str = typer.Option("largest:1", help="largest:K, smallest:K, below:V, loso, none."),
+    out: Path = typer.Option(None, help="Write the fit as JSON here (fit.json)."),
+    plot: Path = typer.Option(None, help="Write fit, residual and holdout plots (.svg/.png)."),
+) -> None:
+    from scalelab.laws import Law
+    from scalelab.laws.data import load_dataset
+    from scalelab.laws.forms import get_form
+
+    if not data.exists():
+        raise UserError(f"{data} does not exist")
+    form = get_form(law or ("power" if data.is_dir() else "chinchilla"))
+    if loss not in ("huber", "lsq"):
+        raise UserError(f"--loss must be huber or lsq, not {loss!r}")
+    if bootstrap < 0 or not 0 < level < 1 or not delta > 0:
+        raise UserError("--bootstrap must be >= 0, --level in (0, 1) and --delta > 0")
+    cols = [c.strip() for c in x.split(",")] if x else None
+    ds = load_dataset(data, form, x=cols, y=y, flops=flops_col, k=k, drop_highest=drop_highest)
+    model = Law(form.name, loss=loss, delta=delta, bootstrap=bootstrap, level=level, seed=seed,
+                x_names=ds.x_names, y_name=ds.y_name)
+    with console.status(f"fitting {form.name} to {len(ds.y)} runs "
+                        f"({len(form.grid(*_logs(ds)))} starts, {bootstrap} resamples)..."):
+        model.fit(ds.X, ds.y)
+    with console.status(f"holdout {holdout}..."):
+        ho = _run_holdout(model, ds.X, ds.y, holdout)
+    summary = model.summary()
+    summary.update({"holdout": ho, "source": ds.source, "dropped_highest": ds.dropped})
+    if flops_col:
+        summary["flops"] = {"column": flops_col, "k": k}
+    _print_fit(summary)
+    if out:
+        _write_json(out, summary)
+        console.print(f"wrote {out}")
+    if plot:
+        from scalelab.laws.plots import fit_figure, save_figure
+
+        save_figure(fit_figure(model, ds.X, ds.y, ho), plot)
+        console.print(f"wrote {plot}")
+
+
+def _logs(ds):
+    import numpy as np
+
+    return np.log(ds.X), np.log(ds.y)
+
+
+@app.command(help=PREDICT_HELP)
+def predict(
+    fit_json: Path = typer.Argument(..., help="A fit.json written by `scalelab fit --out`."),
+    n: str = typer.Option(None, "--N", help="Parameters N (comma-separated for several)."),
+    d: str = typer.Option(None, "--D", help="Tokens D."),
+    xv: str = typer.Option(None, "--x", help="Input of a one-input law (power, bnsl)."),
+    level: float = typer.Option(None, help="Interval coverage (default: the fit's)."),
+    out: Path = typer.Option(None, help="Write the predictions as JSON here."),
+) -> None:
+    import numpy as np
+
+    model = _load_fit(fit_json)
+    roles = model.form_.roles
+    given = {"N": _floats(n, "--N"), "D": _floats(d, "--D"), "x": _floats(xv, "--x")}
+    if roles == ("x",):
+        if given["x"] and given["N"]:
+            raise UserError("give --x or --N for a one-input law, not both")
+        given["x"] = given["x"] or given["N"]
+    cols = []
+    for role in roles:
+        if not given[role]:
+            raise UserError(f"law {model.form_.name!r} needs --{role}")
+        cols.append(given[role])
+    size = max(len(c) for c in cols)
+    if any(len(c) not in (1, size) for c in cols):
+        raise UserError("--N and --D must have the same number of values (or one)")
+    X = np.column_stack([np.resize(np.asarray(c), size) for c in cols])
+    if level is not None and not 0 < level < 1:
+        raise UserError("--level must be in (0, 1)")
+    pred = model.predict(X, level=level)
+    table = Table(title=f"{model.form_.name} prediction of {model.y_name}", title_justify="left")
+    for col in (*roles, "predicted", f"{pred.level:.0%} interval"):
+        table.add_column(col, justify="right")
+    rows = []
+    for i in range(size):
+        iv = None if pred.lo is None else [float(pred.lo[i]), float(pred.hi[i])]
+        table.add_row(*[f"{v:.4g}" for v in X[i]], f"{pred.point[i]:.5g}",
+                      f"[{iv[0]:.5g}, {iv[1]:.5g}]" if iv else "- (fit has no bootstrap)")
+        rows.append({**dict(zip(roles, map(float, X[i]), strict=True)),
+                     "predicted": float(pred.point[i]), "interval": iv, "level": pred.level})
+    console.print(table)
+    if out:
+        _write_json(out, rows)
+
+
+@app.command(help=OPTIMAL_HELP)
+def optimal(
+    fit_json: Path = typer.Argument(..., help="A fit.json of a law in N and D."),
+    compute: str = typer.Option(None, help="Budget(s) C in FLOPs, comma-separated."),
+    frontier_range: str = typer.Option(None, "--frontier", help="LO:HI budgets for a frontier."),
+    points: int = typer.Option(25, help="Budgets on the frontier."),
+    k: float = typer.Option(None, "--k", help="C = k·N·D (default: the fit's k, else 6)."),
+    out: Path = typer.Option(None, help="Write the allocations as JSON here."),
+    plot: Path = typer.Option(None, help="Write the frontier plot (.svg/.png)."),
+) -> None:
+    from scalelab.laws import frontier, optimal_allocation
+
+    record_k = 6.0
+    model = _load_fit(fit_json)
+    try:
+        record_k = float(json.loads(fit_json.read_text()).get("flops", {}).get("k", 6.0))
+    except (AttributeError, TypeError, ValueError):
+        pass
+    k = record_k if k is None else k
+    if not k > 0:
+        raise UserError("--k must be positive")
+    rows = []
+    if compute:
+        rows += optimal_allocation(model, _floats(compute, "--compute"), k=k)
+    if frontier_range:
+        lo_hi = frontier_range.split(":")
+        if len(lo_hi) != 2:
+            raise UserError("--frontier takes LO:HI, e.g. 1e20:1e26")
+        lo, hi = (_floats(v, "--frontier")[0] for v in lo_hi)
+        rows += frontier(model, lo, hi, points, k=k)
+    if not rows:
+        raise UserError("give --compute C (or --frontier LO:HI)")
+    table = Table(title=f"compute-optimal allocation, C = {k:g}·N·D", title_justify="left")
+    for col in ("C", "N*", "D*", "D*/N*", "loss"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        iv = r["intervals"] or {}
+        cells = [f"{r[key]:.4g}" + (f" [{iv[key][0]:.3g}, {iv[key][1]:.3g}]" if key in iv else "")
+                 for key in ("N", "D", "tokens_per_param", "loss")]
+        table.add_row(f"{r['compute']:.3g}", *cells)
+    console.print(table)
+    if out:
+        _write_json(out, rows)
+    if plot:
+        from scalelab.laws.plots import frontier_figure, save_figure
+
+        save_figure(frontier_figure(sorted(rows, key=lambda r: r["compute"])), plot)

@@ -1,0 +1,34 @@
+"""Scaling laws: forms, robust multistart fitting, bootstrap intervals, holdout, optimal N/D.
+
+Quick use::
+
+    from scalelab.laws import Law, holdout, optimal_allocation
+    law = Law("chinchilla", bootstrap=1000).fit(X, y)   # X: (n, 2) columns N, D; y: loss
+    law.params_, law.intervals(), law.predict([[7e10, 1.4e12]])
+    holdout(law, X, y, "largest:1")
+    optimal_allocation(law, 5.76e23)
+
+The study calls `fit_study_power` and draws bands with `predict_band`.
+"""
+
+from scalelab.laws.fit import Law, Prediction
+from scalelab.laws.forms import FORMS, Form, get_form
+from scalelab.laws.optimal import frontier, optimal_allocation
+from scalelab.laws.study import fit_study_power, predict_band
+from scalelab.laws.validate import compare_forms, holdout, leave_one_size_out, size_groups
+
+__all__ = [
+    "FORMS",
+    "Form",
+    "Law",
+    "Prediction",
+    "compare_forms",
+    "fit_study_power",
+    "frontier",
+    "get_form",
+    "holdout",
+    "leave_one_size_out",
+    "optimal_allocation",
+    "predict_band",
+    "size_groups",
+]

@@ -1,0 +1,282 @@
+"""Law families in log space, batched over many parameter vectors at once.
+
+Every form predicts log L from log inputs Z (n, k) for a batch of parameter vectors theta (S, P),
+and returns the vector-Jacobian product needed for the gradient. Working on (S, n) arrays is what
+lets the fitter run thousands of starts (or bootstrap resamples) as one computation.
+
+theta is the *fitting* parameterization: a scale parameter such as A is stored as a = log A so
+that log L is a log-sum-exp of affine terms (well scaled, no overflow); `to_params` maps theta to
+the named, natural parameters people read (E, A, alpha, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+Vjp = Callable[[np.ndarray], np.ndarray]
+
+
+def _lse(*terms: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Stable log-sum-exp of same-shape terms, and the softmax weight of each term."""
+    m = terms[0]
+    for t in terms[1:]:
+        m = np.maximum(m, t)
+    exps = [np.exp(t - m) for t in terms]
+    total = exps[0]
+    for e in exps[1:]:
+        total = total + e
+    inv = 1.0 / total
+    return m + np.log(total), [e * inv for e in exps]
+
+
+class Form:
+    """A law family. Subclasses define names, `log_predict`, `bounds` and `grid`."""
+
+    name: str = ""
+    formula: str = ""
+    param_names: tuple[str, ...] = ()
+    log_scale: tuple[bool, ...] = ()  # natural = exp(theta) where True
+    roles: tuple[str, ...] = ("x",)  # what each input column means (N, D, or any x)
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    @property
+    def n_inputs(self) -> int:
+        return len(self.roles)
+
+    def log_predict(self, theta: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, Vjp]:
+        """log L (S, n) for theta (S, P) and log inputs Z (n, k), and v -> v @ dlogL/dtheta."""
+        raise NotImplementedError
+
+    def bounds(self, Z: np.ndarray, ly: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Box on theta: keeps exponents finite and E in [min loss / 1000 (~0), min loss]."""
+        raise NotImplementedError
+
+    def grid(self, Z: np.ndarray, ly: np.ndarray) -> np.ndarray:
+        """Default grid of starting points (S, P) in theta space."""
+        raise NotImplementedError
+
+    def to_params(self, theta: np.ndarray) -> np.ndarray:
+        """Natural parameters from theta, row by row (works on (P,) and (S, P))."""
+        theta = np.asarray(theta, dtype=float)
+        return np.where(np.array(self.log_scale), np.exp(theta), theta)
+
+    def from_params(self, params: np.ndarray) -> np.ndarray:
+        params = np.asarray(params, dtype=float)
+        mask = np.array(self.log_scale)
+        with np.errstate(divide="ignore"):
+            return np.where(mask, np.log(np.where(mask, params, 1.0)), params)
+
+    def predict(self, theta: np.ndarray, Z: np.ndarray) -> np.ndarray:
+        """L itself (not log L) for a batch of theta."""
+        lp, _ = self.log_predict(np.atleast_2d(theta), Z)
+        return np.exp(lp)
+
+
+def _e_bounds(ly: np.ndarray) -> tuple[float, float]:
+    """log E between min(loss)/1000 and min(loss).
+
+    E cannot exceed the smallest loss seen. Its lower end stands for E = 0: below 0.1% of the
+    smallest loss E is indistinguishable from 0 (and in log space its gradient vanishes, so an
+    optimizer would stall short of any lower bound); a fit that ends there lists E in on_bound.
+    """
+    top = float(ly.min())
+    return top - np.log(1000.0), top
+
+
+def _product_grid(*axes: np.ndarray | list[float]) -> np.ndarray:
+    mesh = np.meshgrid(*[np.asarray(a, dtype=float) for a in axes], indexing="ij")
+    return np.stack([m.ravel() for m in mesh], axis=1)
+
+
+class Power(Form):
+    """L(x) = E + A·x^-alpha, one input (N, D or C)."""
+
+    name = "power"
+    formula = "L(x) = E + A·x^-alpha"
+    param_names = ("E", "A", "alpha")
+    log_scale = (True, True, False)
+    roles = ("x",)
+
+    def log_predict(self, theta, Z):
+        e, a, alpha = (theta[:, i : i + 1] for i in range(3))
+        lx = Z[..., 0]
+        big_e = np.exp(e)
+        t1 = np.exp(a - alpha * lx)  # no max-shift needed: the bounds keep exponents < 700
+        total = big_e + t1
+        lp = np.log(total)
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            vi = v / total
+            p1 = vi * t1
+            return np.stack([big_e[:, 0] * vi.sum(1), p1.sum(1), -(p1 @ lx)], axis=1)
+
+        return lp, vjp
+
+    def bounds(self, Z, ly):
+        e_lo, e_hi = _e_bounds(ly)
+        a_hi = 5.0 * max(float(np.abs(Z[..., 0]).max()), 1.0) + float(ly.max()) + 30.0
+        return np.array([e_lo, -30.0, 0.0]), np.array([e_hi, a_hi, 5.0])
+
+    def grid(self, Z, ly):
+        lx_mid, y_mean = float(Z[..., 0].mean()), float(np.exp(ly).mean())
+        alphas = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0])
+        e = float(ly.min()) + np.log([0.01, 0.2, 0.5, 0.8, 0.95])
+        scale = np.log(y_mean * np.array([0.03, 0.1, 0.3, 1.0, 3.0]))
+        g = _product_grid(e, scale, alphas)
+        g[:, 1] += g[:, 2] * lx_mid  # a such that A·x_mid^-alpha spans the loss scale
+        return g
+
+
+class Chinchilla(Form):
+    """L(N, D) = E + A/N^alpha + B/D^beta (Hoffmann et al. 2022)."""
+
+    name = "chinchilla"
+    formula = "L(N, D) = E + A/N^alpha + B/D^beta"
+    param_names = ("E", "A", "B", "alpha", "beta")
+    log_scale = (True, True, True, False, False)
+    roles = ("N", "D")
+
+    def log_predict(self, theta, Z):
+        # The hot loop of the 4,500-start fit: exponentiate directly (the bounds keep every
+        # exponent within +-700, and E > 0 keeps the sum positive), and exp(e) is per row.
+        e, a, b, alpha, beta = (theta[:, i : i + 1] for i in range(5))
+        ln, ld = Z[..., 0], Z[..., 1]
+        big_e = np.exp(e)
+        t1 = np.exp(a - alpha * ln)
+        t2 = np.exp(b - beta * ld)
+        total = t1 + t2
+        total += big_e
+        lp = np.log(total)
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            vi = v / total
+            p1, p2 = vi * t1, vi * t2
+            return np.stack(
+                [big_e[:, 0] * vi.sum(1), p1.sum(1), p2.sum(1), -(p1 @ ln), -(p2 @ ld)], axis=1
+            )
+
+        return lp, vjp
+
+    def bounds(self, Z, ly):
+        e_lo, e_hi = _e_bounds(ly)
+        return (np.array([e_lo, -20.0, -20.0, 0.0, 0.0]),
+                np.array([e_hi, 100.0, 100.0, 5.0, 5.0]))
+
+    def grid(self, Z, ly):
+        """The grid of the Epoch replication (README of the reference data): 4,500 starts."""
+        alpha = beta = np.arange(0.0, 2.01, 0.5)
+        e = np.arange(-1.0, 1.01, 0.5)
+        a = b = np.arange(0.0, 25.1, 5.0)
+        return _product_grid(e, a, b, alpha, beta)
+
+
+class Kaplan(Form):
+    """L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan et al. 2020)."""
+
+    name = "kaplan"
+    formula = "L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D"
+    param_names = ("N_c", "D_c", "alpha_N", "alpha_D")
+    log_scale = (True, True, False, False)
+    roles = ("N", "D")
+
+    def log_predict(self, theta, Z):
+        nc, dc, an, ad = (theta[:, i : i + 1] for i in range(4))
+        ln, ld = Z[..., 0], Z[..., 1]
+        ratio = an / ad
+        dn = nc - ln
+        u1 = ratio * dn
+        u2 = dc - ld
+        s, (w1, w2) = _lse(u1, u2)
+        lp = ad * s
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            vw1 = v * w1
+            return np.stack(
+                [an[:, 0] * vw1.sum(1), ad[:, 0] * (v * w2).sum(1), (vw1 * dn).sum(1),
+                 (v * (s - w1 * u1)).sum(1)], axis=1
+            )
+
+        return lp, vjp
+
+    def bounds(self, Z, ly):
+        lo_n, hi_n = float(Z[..., 0].min()), float(Z[..., 0].max())
+        lo_d, hi_d = float(Z[..., 1].min()), float(Z[..., 1].max())
+        return (np.array([lo_n - 20.0, lo_d - 20.0, 1e-4, 1e-3]),
+                np.array([hi_n + 60.0, hi_d + 60.0, 3.0, 3.0]))
+
+    def grid(self, Z, ly):
+        offsets = np.array([0.0, 3.0, 6.0, 10.0, 15.0])
+        alphas = np.array([0.03, 0.07, 0.15, 0.3, 0.6])
+        return _product_grid(Z[..., 0].max() + offsets, Z[..., 1].max() + offsets, alphas, alphas)
+
+
+class BrokenPower(Form):
+    """Smoothly broken power law (Caballero et al. 2022), one break:
+
+    L(x) = E + A·x^-alpha·(1 + (x/x_b)^(1/f))^(-dalpha·f)
+
+    The slope is alpha well below the break x_b and alpha + dalpha well above it; f sets how
+    sharp the bend is. A plain power law cannot bend like this.
+    """
+
+    name = "bnsl"
+    formula = "L(x) = E + A·x^-alpha·(1 + (x/x_b)^(1/f))^(-dalpha·f)"
+    param_names = ("E", "A", "alpha", "dalpha", "x_b", "f")
+    log_scale = (True, True, False, False, True, False)
+    roles = ("x",)
+
+    def log_predict(self, theta, Z):
+        e, a, alpha, dalpha, xb, f = (theta[:, i : i + 1] for i in range(6))
+        lx = Z[..., 0]
+        z = (lx - xb) / f
+        sp = np.logaddexp(0.0, z)  # softplus
+        sig = np.exp(z - sp)  # sigmoid
+        u1 = a - alpha * lx - dalpha * f * sp
+        lp, (w0, w1) = _lse(np.broadcast_to(e, u1.shape), u1)
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            p1 = v * w1
+            return np.stack(
+                [(v * w0).sum(1), p1.sum(1), -(p1 @ lx), -(p1 * f * sp).sum(1),
+                 dalpha[:, 0] * (p1 * sig).sum(1), -dalpha[:, 0] * (p1 * (sp - sig * z)).sum(1)],
+                axis=1,
+            )
+
+        return lp, vjp
+
+    def bounds(self, Z, ly):
+        e_lo, e_hi = _e_bounds(ly)
+        lx = Z[..., 0]
+        a_hi = 5.0 * max(float(np.abs(lx).max()), 1.0) + float(ly.max()) + 30.0
+        return (np.array([e_lo, -30.0, 0.0, -5.0, float(lx.min()) - 2.0, 0.05]),
+                np.array([e_hi, a_hi, 5.0, 5.0, float(lx.max()) + 2.0, 5.0]))
+
+    def grid(self, Z, ly):
+        lx = Z[..., 0]
+        y_mean = float(np.exp(ly).mean())
+        e = float(ly.min()) + np.log([0.3, 0.8])
+        scale = np.log(y_mean * np.array([0.1, 1.0]))
+        alphas = np.array([0.05, 0.2, 0.5])
+        dalphas = np.array([-0.3, 0.2, 0.6])
+        breaks = np.quantile(lx, [0.25, 0.5, 0.75])
+        g = _product_grid(e, scale, alphas, dalphas, breaks, [0.1, 0.5, 1.5])
+        g[:, 1] += g[:, 2] * float(lx.mean())
+        return g
+
+
+FORMS: dict[str, Form] = {f.name: f for f in (Power(), Chinchilla(), Kaplan(), BrokenPower())}
+
+
+def get_form(name: str) -> Form:
+    """The form registered under `name`; a UserError names the known ones otherwise."""
+    from scalelab.errors import UserError
+
+    try:
+        return FORMS[name]
+    except KeyError:
+        raise UserError(f"unknown law {name!r}; known laws: {', '.join(FORMS)}") from None

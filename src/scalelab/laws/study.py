@@ -1,0 +1,125 @@
+"""The study's own law: L(N) = E + A·N^-alpha over a ladder's finished rungs.
+
+`fit_study_power` returns the record that goes into summary.json (and the report); it never
+crashes on a short ladder, it says less instead:
+
+- 4 points or more: fit, bootstrap intervals, and a holdout (fit all but the largest N, predict it).
+- 3 points: fit (exactly determined), intervals None, holdout None.
+- 2 points: a pure power law through both (E fixed at its bound 0, listed in on_bound),
+  intervals None, holdout None.
+- fewer, or a single distinct N: params None, intervals None, holdout None.
+
+Rungs with a missing or non-finite loss (diverged) are left out; non-positive N or loss is a
+UserError. E is bounded to [min(loss)/1000 (read: 0), min(loss)]: with ~6 small rungs it is
+often poorly identified, and then it ends on a bound and is listed in on_bound.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from scalelab.errors import UserError
+from scalelab.laws.fit import Law
+from scalelab.laws.forms import Power
+
+STORED_SAMPLES = 200  # bootstrap samples kept in the record: enough for a band, still small
+BAND_POINTS = 60
+NAMES = Power.param_names
+
+
+def _empty(x_name: str, params: dict[str, Any] | None = None,
+           on_bound: list[str] | None = None) -> dict[str, Any]:
+    return {"law": "power", "x": x_name, "y": "val_loss",
+            "params": params or {n: None for n in NAMES},
+            "intervals": {n: None for n in NAMES}, "level": 0.95,
+            "on_bound": on_bound or [], "holdout": None}
+
+
+def _clean(n: Sequence[float], loss: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    x = np.array([np.nan if v is None else v for v in n], dtype=float)
+    y = np.array([np.nan if v is None else v for v in loss], dtype=float)
+    if len(x) != len(y):
+        raise UserError(f"{len(x)} values of N but {len(y)} losses")
+    keep = np.isfinite(y)
+    x, y = x[keep], y[keep]
+    if np.any(~np.isfinite(x) | (x <= 0)) or np.any(y <= 0):
+        raise UserError("N and loss must be positive numbers")
+    return x, y
+
+
+def _two_point(x: np.ndarray, y: np.ndarray, x_name: str) -> dict[str, Any]:
+    """Pure power law through two (mean) points: E = 0 sits on its bound."""
+    xs = np.unique(x)
+    ys = np.array([y[x == v].mean() for v in xs])
+    alpha = -np.log(ys[-1] / ys[0]) / np.log(xs[-1] / xs[0])
+    a = float(ys[0] * xs[0] ** alpha)
+    return _empty(x_name, {"E": 0.0, "A": a, "alpha": float(alpha)}, ["E"])
+
+
+def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 1000,
+                    seed: int = 0, x_name: str = "n_nonembed") -> dict[str, Any]:
+    """Fit L(N) = E + A·N^-alpha to a ladder; the summary.json record (see module docstring).
+
+    Keys: law, x, y, params {E, A, alpha}, intervals {name: [lo, hi] | None} (95%), level,
+    on_bound, holdout {x, predicted, measured, rel_error, interval} | None, and when bootstrapped
+    band {x, point, lo, hi, level} over the ladder's range and bootstrap_params {name: [...]}
+    (at most 200 samples) for `predict_band`.
+    """
+    x, y = _clean(n, loss)
+    if np.unique(x).size < 2:
+        return _empty(x_name)
+    if len(x) == 2:
+        return _two_point(x, y, x_name)
+    enough = len(x) >= 4
+    law = Law("power", bootstrap=bootstrap if enough else 0, seed=seed, level=0.95,
+              x_names=(x_name,), y_name="val_loss").fit(x, y)
+    out = law.summary(max_samples=STORED_SAMPLES)
+    record = _empty(x_name, out["params"], out["on_bound"])
+    record["intervals"] = out["intervals"]
+    if "bootstrap_params" in out:
+        record["bootstrap_params"] = out["bootstrap_params"]
+        grid = np.geomspace(x.min() / 1.6, x.max() * 2.5, BAND_POINTS)
+        point, lo, hi = predict_band(record, grid)
+        record["band"] = {"x": grid.tolist(), "point": point.tolist(), "lo": lo.tolist(),
+                          "hi": hi.tolist(), "level": 0.95}
+    if enough:
+        record["holdout"] = _holdout_largest(law, x, y)
+    return record
+
+
+def _holdout_largest(law: Law, x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+    """Fit on all but the largest N, predict the largest: the law's own extrapolation check."""
+    top = x == x.max()
+    if np.unique(x[~top]).size < 2 or (~top).sum() < 3:
+        return None
+    fitted = law.clone().fit(x[~top], y[~top])
+    pred = fitted.predict(x[top])
+    predicted, measured = float(pred.point.mean()), float(y[top].mean())
+    interval = None
+    if pred.lo is not None:
+        interval = [float(pred.lo.mean()), float(pred.hi.mean())]
+    return {"x": float(x.max()), "predicted": predicted, "measured": measured,
+            "rel_error": (predicted - measured) / measured, "interval": interval}
+
+
+def predict_band(fit: dict[str, Any], n_grid: Sequence[float],
+                 level: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(point, lo, hi) of a fit record's power law on n_grid; lo/hi are NaN without samples."""
+    p = fit.get("params") or {}
+    grid = np.asarray(n_grid, dtype=float)
+    if any(p.get(k) is None for k in NAMES):
+        nan = np.full(grid.shape, np.nan)
+        return nan, nan.copy(), nan.copy()
+    point = p["E"] + p["A"] * grid ** -p["alpha"]
+    samples = fit.get("bootstrap_params")
+    if not samples:
+        nan = np.full(grid.shape, np.nan)
+        return point, nan, nan.copy()
+    E, A, alpha = (np.asarray(samples[k], dtype=float)[:, None] for k in NAMES)
+    curves = E + A * grid[None, :] ** -alpha
+    lvl = level or float(fit.get("level") or 0.95)
+    lo, hi = np.quantile(curves, [(1 - lvl) / 2, (1 + lvl) / 2], axis=0)
+    return point, lo, hi

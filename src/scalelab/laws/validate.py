@@ -1,0 +1,127 @@
+"""Judge a law by extrapolation: fit on the smaller sizes, predict the larger ones.
+
+In-sample fit says little about a scaling law; what matters is how well it predicts sizes it has
+not seen. Sizes are the first input (N for laws in N and D); runs whose sizes differ by less than
+1% count as one size (numbers read off a plot are never exactly equal).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from scalelab.errors import UserError
+from scalelab.laws.fit import Law, as_inputs
+
+SIZE_RTOL = 0.01
+
+
+def size_groups(sizes: np.ndarray, rtol: float = SIZE_RTOL) -> np.ndarray:
+    """Group index of each size, 0 for the smallest; sizes within rtol of the last one merge."""
+    sizes = np.asarray(sizes, dtype=float)
+    order = np.argsort(sizes, kind="stable")
+    groups = np.empty(len(sizes), dtype=int)
+    g, anchor = -1, None
+    for i in order:
+        if anchor is None or sizes[i] > anchor * (1 + rtol):
+            g, anchor = g + 1, sizes[i]
+        groups[i] = g
+    return groups
+
+
+def split(X: np.ndarray, rule: str) -> np.ndarray:
+    """Mask of the runs to fit on (the rest are predicted), from a rule.
+
+    Rules: "largest:K" holds out the K largest sizes; "smallest:K" fits on the K smallest
+    sizes; "below:V" fits on sizes below V.
+    """
+    kind, _, value = rule.partition(":")
+    sizes = X[:, 0]
+    groups = size_groups(sizes)
+    try:
+        if kind == "largest":
+            return groups < groups.max() + 1 - int(value or 1)
+        if kind == "smallest":
+            return groups < int(value)
+        if kind == "below":
+            return sizes < float(value)
+    except ValueError:
+        raise UserError(f"bad holdout rule {rule!r}: the number after ':' is not valid") from None
+    raise UserError(f"unknown holdout rule {rule!r}; use largest:K, smallest:K, below:V or loso")
+
+
+def _points(law: Law, X: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
+    pred = law.predict(X)
+    out = []
+    for i in range(len(y)):
+        p = float(pred.point[i])
+        out.append({
+            "x": float(X[i, 0]) if X.shape[1] == 1 else [float(v) for v in X[i]],
+            "measured": float(y[i]),
+            "predicted": p,
+            "lo": None if pred.lo is None else float(pred.lo[i]),
+            "hi": None if pred.hi is None else float(pred.hi[i]),
+            "rel_error": (p - float(y[i])) / float(y[i]),
+        })
+    return out
+
+
+def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> dict[str, Any]:
+    """Fit a clone of `law` on the runs the rule keeps, predict the others.
+
+    Relative error is (predicted - measured) / measured, per point and its mean (signed, and of
+    absolute values).
+    """
+    Xa = as_inputs(X, law.form_, law._names())
+    yv = np.asarray(y, dtype=float).ravel()
+    keep = split(Xa, rule)
+    if keep.all() or not keep.any():
+        raise UserError(f"holdout rule {rule!r} leaves nothing to "
+                        + ("predict" if keep.all() else "fit on"))
+    fitted = law.clone().fit(Xa[keep], yv[keep])
+    pts = _points(fitted, Xa[~keep], yv[~keep])
+    rel = np.array([p["rel_error"] for p in pts])
+    return {
+        "rule": rule,
+        "n_fit": int(keep.sum()),
+        "n_test": int((~keep).sum()),
+        "max_fit_size": float(Xa[keep, 0].max()),
+        "params": fitted.params_,
+        "on_bound": fitted.on_bound_,
+        "points": pts,
+        "mean_rel_error": float(rel.mean()),
+        "mean_abs_rel_error": float(np.abs(rel).mean()),
+    }
+
+
+def leave_one_size_out(law: Law, X: Any, y: Any) -> dict[str, Any]:
+    """For every size: fit on all other sizes, predict it. Mean absolute relative error."""
+    Xa = as_inputs(X, law.form_, law._names())
+    yv = np.asarray(y, dtype=float).ravel()
+    groups = size_groups(Xa[:, 0])
+    folds = []
+    for g in range(groups.max() + 1):
+        test = groups == g
+        fitted = law.clone(bootstrap=0).fit(Xa[~test], yv[~test])
+        pts = _points(fitted, Xa[test], yv[test])
+        rel = np.array([p["rel_error"] for p in pts])
+        folds.append({"size": float(Xa[test, 0].mean()), "n_test": int(test.sum()),
+                      "mean_rel_error": float(rel.mean()),
+                      "mean_abs_rel_error": float(np.abs(rel).mean())})
+    errs = np.array([f["mean_abs_rel_error"] for f in folds])
+    return {"rule": "loso", "folds": folds, "mean_abs_rel_error": float(errs.mean())}
+
+
+def compare_forms(X: Any, y: Any, forms: Sequence[str], rule: str = "largest:1",
+                  **settings: Any) -> list[dict[str, Any]]:
+    """Fit each form on the same data; rank them by holdout error (best first)."""
+    rows = []
+    for name in forms:
+        law = Law(name, bootstrap=0, **settings)
+        ho = holdout(law, X, y, rule)
+        rows.append({"law": name, "holdout_mean_abs_rel_error": ho["mean_abs_rel_error"],
+                     "holdout_mean_rel_error": ho["mean_rel_error"], "params": ho["params"],
+                     "on_bound": ho["on_bound"]})
+    return sorted(rows, key=lambda r: r["holdout_mean_abs_rel_error"])

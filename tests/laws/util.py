@@ -1,0 +1,21 @@
+"""Shared pieces of the law tests: the reference data and a way to run the real CLI."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+CHINCHILLA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+              / "chinchilla_epoch_svg_extracted.csv")
+# First row of shared/data/README.md ("replicate exactly") and the replication's 95% intervals.
+EPOCH_EXACT = {"A": 477.84, "B": 2143.86, "E": 1.8172, "alpha": 0.34731, "beta": 0.36718}
+EPOCH_FINAL = {"A": 482.01, "B": 2085.43, "E": 1.8169, "alpha": 0.34781, "beta": 0.36585}
+EPOCH_INTERVALS = {"A": (285.2, 743.6), "B": (1042.4, 5810.3), "E": (1.769, 1.871),
+                   "alpha": (0.317, 0.373), "beta": (0.331, 0.415)}
+
+
+def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """The real entry point (`python -m scalelab` runs the console script's `main`)."""
+    return subprocess.run([sys.executable, "-m", "scalelab", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
