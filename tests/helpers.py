@@ -13,7 +13,7 @@ TINY = {
     "name": "tiny",
     "family": {"block_size": 32},
     "ladder": {"sizes": [3.0e3, 1.2e4, 3.0e4, 6.0e4]},
-    "train": {"tokens": 48_000, "batch_size": 8, "eval_every": 25, "checkpoint_every": 50,
+    "train": {"tokens": 128_000, "batch_size": 8, "eval_every": 25, "checkpoint_every": 50,
               "eval_tokens": 2048, "final_eval_tokens": 8192, "lr": 3e-3},
     "measure": {"latency_repeats": 3},
     "fit": {"bootstrap": 50},

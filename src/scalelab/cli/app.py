@@ -10,5 +10,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console()
+# Rich wraps at 80 columns when output is not a terminal (pipes, CI logs): too narrow for the
+# rung table.
+console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True)

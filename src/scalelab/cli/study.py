@@ -9,10 +9,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from scalelab.cli.app import app, console
-from scalelab.ladder import RungPlan
 from scalelab.spec import EXAMPLE_SPEC, StudySpec, load_spec, quick_spec
 from scalelab.store import StudyStore
-from scalelab.study import build_summary, default_out, run_study, write_outputs
+
+# The study modules import torch (seconds); they are imported inside the commands that need
+# them, so `scalelab fit` and `--help` start fast.
 
 RUN_HELP = f"""Train the ladder of a study, fit its scaling law and write its report.
 
@@ -74,6 +75,9 @@ def run(
     quick: bool = typer.Option(False, "--quick", help="a 1-2 minute version for a first look"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
+    from scalelab.ladder import RungPlan
+    from scalelab.study import default_out, run_study
+
     if device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
     spec = load_spec(spec_path) if spec_path else StudySpec()
@@ -126,6 +130,8 @@ def _print_summary(summary: dict, out: Path) -> None:
 @app.command(help="Rebuild report.html, summary.json and runs.csv of a study from its "
                   "database.\n\nExample: scalelab report studies/default")
 def report(folder: Path = typer.Argument(..., help="study folder")) -> None:
+    from scalelab.study import write_outputs
+
     with StudyStore.open_readonly(folder) as store:
         write_outputs(store)
     console.print(f"report: {folder / 'report.html'}")
@@ -134,6 +140,8 @@ def report(folder: Path = typer.Argument(..., help="study folder")) -> None:
 @app.command(help="Show the rung table and fitted law of a study.\n\n"
                   "Example: scalelab show studies/default")
 def show(folder: Path = typer.Argument(..., help="study folder")) -> None:
+    from scalelab.study import build_summary
+
     with StudyStore.open_readonly(folder) as store:
         summary = build_summary(store)
     console.print(rung_table(summary))

@@ -1,0 +1,172 @@
+"""`scalelab run / show / report` through the real entry point, on tiny real ladders."""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import cli_env, scalelab, tiny_spec, write_spec
+
+
+def db_rows(folder: Path) -> dict:
+    """Every row of every table, to prove a failed command changed nothing."""
+    import sqlite3
+
+    conn = sqlite3.connect(f"file:{folder / 'study.db'}?mode=ro", uri=True)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+    rows = {t: conn.execute(f"SELECT * FROM {t}").fetchall() for t in tables}
+    conn.close()
+    return rows
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("study")
+    spec = write_spec(root / "tiny.yaml", tiny_spec(name="<script>alert(1)</script>"))
+    proc = scalelab("run", spec, "--out", root / "s", check=True)
+    assert "report:" in proc.stdout
+    return root / "s"
+
+
+def test_run_writes_every_output_with_the_documented_shape(study):
+    summary = json.loads((study / "summary.json").read_text())
+    s = summary["study"]
+    for key in ("name", "task", "family", "machine", "gemm_peak_flops"):
+        assert s[key] is not None, key
+    assert s["gemm_peak_flops"] > 1e8
+    assert s["corpus"]["files"] > 300
+    assert len(summary["rungs"]) == 4
+    for r in summary["rungs"]:
+        assert r["status"] == "done"
+        for key in ("rung", "n_params", "n_nonembed", "tokens", "val_loss", "flops", "flops_6nd",
+                    "train_seconds", "tokens_per_s", "mfu", "peak_mem_bytes",
+                    "checkpoint_bytes"):
+            assert r[key] is not None, key
+        assert set(r["latency_ms"]) == {"1", "32"}
+        assert r["latency_ms"]["32"] > 0
+        assert 0 < r["mfu"] < 1
+        # Measured FLOPs and 6ND agree to within the attention and head terms at these sizes.
+        assert 0.5 < r["flops"] / r["flops_6nd"] < 2.0
+        assert r["checkpoint_bytes"] == (study / r["checkpoint"]).stat().st_size
+    losses = [r["val_loss"] for r in summary["rungs"]]
+    # A ladder this short is noisy rung to rung; across a 20x span the loss must still fall.
+    assert losses[-1] < losses[0] - 0.05
+    (fit,) = summary["fits"]
+    assert fit["law"] == "power" and fit["x"] == "n_nonembed"
+    assert set(fit["params"]) == {"E", "A", "alpha"}
+    assert fit["intervals"]["alpha"][0] <= fit["params"]["alpha"] <= fit["intervals"]["alpha"][1]
+    ho = fit["holdout"]
+    assert ho["measured"] == pytest.approx(losses[-1])
+    assert ho["rel_error"] == pytest.approx((ho["predicted"] - ho["measured"]) / ho["measured"])
+    with open(study / "runs.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and float(rows[0]["val_loss"]) == pytest.approx(losses[0])
+
+
+def test_report_escapes_user_text(study):
+    html = (study / "report.html").read_text()
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)</script>" not in html
+
+
+def test_show_and_report_rebuild_from_the_database(study):
+    (study / "report.html").unlink()
+    (study / "summary.json").unlink()
+    scalelab("report", study, check=True)
+    assert (study / "report.html").stat().st_size > 10_000
+    assert json.loads((study / "summary.json").read_text())["rungs"]
+    shown = scalelab("show", study, check=True).stdout
+    assert "val loss" in shown and "holdout" in shown
+
+
+def test_rerun_of_a_finished_study_retrains_nothing(study):
+    before = db_rows(study)["rungs"]
+    t0 = time.perf_counter()
+    scalelab("run", study.parent / "tiny.yaml", "--out", study, check=True)
+    assert db_rows(study)["rungs"] == before
+    assert time.perf_counter() - t0 < 60
+
+
+def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert needle in lines[0]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name: x\ntrain: {tokens: [1, 2\n", "malformed YAML"),
+    ("name: x\nladder: {sizez: [1]}\n", "unknown key 'ladder.sizez'"),
+    ("ladder: {sizes: [1.0e4, -3]}\n", "sizes must be positive"),
+    ("ladder: {sizes: [0]}\n", "sizes must be positive"),
+    ("train: {tokens: 0}\n", "train.tokens"),
+])
+def test_bad_spec_is_one_line_and_exit_2(tmp_path, text, needle):
+    spec = tmp_path / "bad.yaml"
+    spec.write_text(text)
+    _one_line_exit_2(scalelab("run", spec, "--out", tmp_path / "s"), needle)
+    assert not (tmp_path / "s" / "study.db").exists()
+
+
+def test_unwritable_out_is_one_line_and_exit_2(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    _one_line_exit_2(scalelab("run", "--quick", "--out", blocker / "s"), "cannot write")
+
+
+def test_other_spec_on_an_existing_study_is_refused(study, tmp_path):
+    before = db_rows(study)
+    other = write_spec(tmp_path / "other.yaml", tiny_spec(train={"lr": 1e-3}))
+    _one_line_exit_2(scalelab("run", other, "--out", study), "different spec")
+    assert db_rows(study) == before
+
+
+def test_missing_study_folder_is_one_line(tmp_path):
+    _one_line_exit_2(scalelab("show", tmp_path), "not a study folder")
+
+
+def _start_run(spec: Path, out: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "scalelab", "run", str(spec), "--out", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
+
+
+def _wait_for(predicate, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+def _losses(folder: Path) -> list[float]:
+    return [r["val_loss"] for r in json.loads((folder / "summary.json").read_text())["rungs"]]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_rung_then_rerun_completes_with_identical_losses(study, tmp_path):
+    """The module's study is the uninterrupted run of the same spec."""
+    spec = write_spec(tmp_path / "tiny.yaml", tiny_spec(name="<script>alert(1)</script>"))
+    out = tmp_path / "s"
+    proc = _start_run(spec, out)
+    # Kill while rung 2 is mid-way: it has a checkpoint, and rungs 0-1 are finished.
+    _wait_for(lambda: any((out / "checkpoints" / "rung-2").glob("step-*")))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    statuses = {r[1] for r in db_rows(out)["rungs"]}
+    assert "running" in statuses and "done" in statuses
+
+    second = _start_run(spec, out)
+    # A second process on the locked study is refused while the first one works.
+    _wait_for(lambda: (out / "study.lock").read_text().strip() == f"pid {second.pid}")
+    blocked = scalelab("run", spec, "--out", out)
+    _one_line_exit_2(blocked, "locked")
+    assert second.wait(timeout=600) == 0, second.stderr.read()
+    assert _losses(out) == _losses(study)
