@@ -37,7 +37,7 @@ def test_schedule_warms_up_then_decays_to_the_floor():
 
 
 def test_training_lowers_validation_loss(task, tmp_path):
-    spec = parse_spec(tiny_spec())
+    spec = parse_spec(tiny_spec(train={"tokens": 48_000}))
     plan = _plan(spec)
     torch.manual_seed(plan.seed)
     from scalelab.models import gpt
@@ -56,7 +56,7 @@ class Interrupt(Exception):
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(task, tmp_path):
-    spec = parse_spec(tiny_spec(train={"checkpoint_every": 40}))
+    spec = parse_spec(tiny_spec(train={"checkpoint_every": 40, "tokens": 40_000}))
     plan = _plan(spec)
     full = train_rung(plan, task, spec.train, CPU, tmp_path / "a")
 

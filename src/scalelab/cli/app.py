@@ -9,6 +9,8 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    # Markdown: paragraphs re-flow to the terminal and indented or fenced examples stay as written.
+    rich_markup_mode="markdown",
 )
 # Rich wraps at 80 columns when output is not a terminal (pipes, CI logs): too narrow for the
 # rung table.

@@ -28,11 +28,11 @@ only the N column.
 Holdout rules: largest:K (hold out the K largest sizes; default largest:1), smallest:K (fit on
 the K smallest sizes), below:V (fit on sizes < V), loso (leave one size out), none.
 
-\b
-Example (the Chinchilla data of Epoch's replication):
-  scalelab fit chinchilla.csv --law chinchilla --x "Model Size" --y loss \\
-      --flops-col "Training FLOP" --drop-highest 5 --out fit.json --plot fit.svg
-Example (a study): scalelab fit studies/default --law power --out fit.json
+Examples (the Chinchilla data of Epoch's replication; a study):
+
+    scalelab fit chinchilla.csv --law chinchilla --x "Model Size" --y loss \\
+        --flops-col "Training FLOP" --drop-highest 5 --out fit.json --plot fit.svg
+    scalelab fit studies/default --law power --out fit.json
 """
 
 PREDICT_HELP = """Predict the loss of a fitted law (a fit.json) at given sizes, with its interval.
@@ -40,8 +40,9 @@ PREDICT_HELP = """Predict the loss of a fitted law (a fit.json) at given sizes, 
 Values may be comma-separated lists (same length, or one value broadcast). For one-input laws
 give --x (or --N).
 
-\b
-Example: scalelab predict fit.json --N 7e10 --D 1.4e12
+Example:
+
+    scalelab predict fit.json --N 7e10 --D 1.4e12
 """
 
 OPTIMAL_HELP = """Compute-optimal N and D for a budget C = k·N·D from a fitted law in N and D.
@@ -49,9 +50,10 @@ OPTIMAL_HELP = """Compute-optimal N and D for a budget C = k·N·D from a fitted
 Prints N*, D*, tokens per parameter and the predicted loss, with bootstrap intervals when the
 fit has bootstrap samples; --frontier LO:HI gives the frontier over a range of budgets.
 
-\b
-Example: scalelab optimal fit.json --compute 5.76e23
-Example: scalelab optimal fit.json --frontier 1e20:1e26 --plot frontier.svg
+Examples:
+
+    scalelab optimal fit.json --compute 5.76e23
+    scalelab optimal fit.json --frontier 1e20:1e26 --plot frontier.svg
 """
 
 

@@ -22,12 +22,14 @@ parameters) on this Python's standard-library source. Running the same command a
 interrupted study resumes it: finished rungs are kept, an unfinished one continues from its last \
 checkpoint.
 
-Example: scalelab run my-study.yaml --out studies/mine
+Example:
+
+    scalelab run my-study.yaml --out studies/mine
 
 Example spec (every key optional; unknown keys are errors):
 
-\b
-{EXAMPLE_SPEC}"""
+```
+{EXAMPLE_SPEC}```"""
 
 
 def _fmt(x, fmt: str = ".3g") -> str:

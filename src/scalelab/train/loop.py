@@ -30,7 +30,7 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 class CurvePoint:
     step: int
     tokens: int
-    train_loss: float
+    train_loss: float  # mean training loss over the steps since the previous point
     val_loss: float | None
     lr: float
 
@@ -98,6 +98,7 @@ def train_rung(
     tokens_per_step = plan.batch_size * plan.block_size
 
     step, elapsed, curve, best_val = 0, 0.0, [], math.inf
+    window = [0.0, 0]  # sum and count of training losses since the last curve point
     last = latest_checkpoint(ckpt_dir)
     if last is not None:
         state = load_checkpoint(last, model)
@@ -107,6 +108,7 @@ def train_rung(
         step, elapsed = state["step"], state["elapsed"]
         curve = [CurvePoint(**p) for p in state["curve"]]
         best_val = state["best_val"]
+        window = state["window"]
 
     def outcome(status: str, reason: str | None = None) -> TrainOutcome:
         return TrainOutcome(status, model, step, step * tokens_per_step, elapsed, curve,
@@ -137,10 +139,13 @@ def train_rung(
             return outcome("diverged", f"non-finite training loss ({train_loss}) at step {step}")
         if on_progress is not None:
             on_progress(step, train_loss)
+        window[0] += train_loss
+        window[1] += 1
 
         if step % t.eval_every == 0 or step == plan.steps:
             val = eval_loss(model, val_windows, device)
-            curve.append(CurvePoint(step, step * tokens_per_step, train_loss, val, lr))
+            curve.append(CurvePoint(step, step * tokens_per_step, window[0] / window[1], val, lr))
+            window = [0.0, 0]
             if not math.isfinite(val) or val > t.diverge_factor * best_val:
                 elapsed = time.perf_counter() - t0
                 return outcome("diverged", f"validation loss {val:.4g} exceeds "
@@ -152,6 +157,7 @@ def train_rung(
                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
                 "curve": [p.__dict__ for p in curve], "best_val": best_val,
+                "window": window,
             })
             if on_checkpoint is not None:
                 on_checkpoint(curve)
