@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from scalelab.errors import UserError
 
@@ -101,8 +108,34 @@ class CompressSpec(_Strict):
 
     rung: str | int = Field("largest", description="rung index, or 'largest'")
     methods: list[str] = Field(
-        default_factory=lambda: ["int8", "fp16", "prune:0.25", "prune:0.5", "lowrank:0.5",
-                                 "distill"])
+        default_factory=lambda: list(_default_methods()),
+        description="int8, fp16, bf16, prune:R[+ft], sparse:S, lowrank:F[+ft], distill[:RUNG]")
+
+    @field_validator("rung")
+    @classmethod
+    def _check_rung(cls, value: str | int) -> str | int:
+        from scalelab.compress.methods import parse_rung
+
+        try:
+            return parse_rung(value)
+        except UserError as err:
+            raise ValueError(str(err)) from None
+
+    @field_validator("methods")
+    @classmethod
+    def _check_methods(cls, value: list[str]) -> list[str]:
+        from scalelab.compress.methods import parse_methods
+
+        try:
+            return [m.text for m in parse_methods(value)]
+        except UserError as err:
+            raise ValueError(str(err)) from None
+
+
+def _default_methods() -> list[str]:
+    from scalelab.compress.methods import DEFAULT_METHODS
+
+    return DEFAULT_METHODS
 
 
 class StudySpec(_Strict):

@@ -112,6 +112,15 @@ def _rung_summary(r: dict) -> dict:
     return out
 
 
+def _variant_summary(v: dict) -> dict:
+    """A variant as in summary.json: latency flattened to medians per batch like a rung's."""
+    lat = v.get("latency_ms") or {}
+    out = dict(v)
+    out["latency_ms"] = {b: x["median"] for b, x in lat.items()}
+    out["latency_iqr_ms"] = {b: x["iqr"] for b, x in lat.items()}
+    return out
+
+
 def build_summary(store: StudyStore) -> dict:
     study = store.study()
     if study is None:
@@ -136,7 +145,7 @@ def build_summary(store: StudyStore) -> dict:
         },
         "rungs": [_rung_summary(r) for r in store.rungs()],
         "fits": store.fits(),
-        "variants": store.variants(),
+        "variants": [_variant_summary(v) for v in store.variants()],
     }
 
 
@@ -158,7 +167,11 @@ def write_outputs(store: StudyStore) -> dict:
     folder = store.folder
     _atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
     write_runs_csv(summary, folder / "runs.csv")
-    render_report(summary, store.curves(), folder / "report.html")
+    from scalelab.compress.report import compression_section
+
+    html = compression_section(summary)
+    render_report(summary, store.curves(), folder / "report.html",
+                  extra_sections=[("Compression", html)] if html is not None else None)
     return summary
 
 

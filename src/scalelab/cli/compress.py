@@ -1,2 +1,228 @@
-"""Commands: placeholder until this module is filled in."""
-from scalelab.cli.app import app  # noqa: F401
+"""Commands on a trained study's models: compress, recommend, export."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from scalelab.cli.app import app, console
+from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
+from scalelab.errors import UserError
+
+COMPRESS_HELP = f"""Make compressed variants of a trained rung, measure them like the rungs \
+(validation loss on the same windows, bytes of the saved file, latency at the study's batch \
+sizes, peak memory), store them in study.db and rebuild the report.
+
+Methods ({SYNTAX}):
+
+    int8            dynamic int8 quantization for CPU inference (ONNX Runtime)
+    fp16, bf16      weights cast to that dtype
+    prune:R[+ft]    structured: remove the fraction R of heads and MLP channels
+                    (0<R<1); +ft adds a short recovery fine-tune
+    sparse:S        unstructured magnitude pruning to sparsity S (0<S<1);
+                    a size study, no speed claim
+    lowrank:F[+ft]  Linear layers replaced by SVD factors of rank F x full rank
+    distill[:R]     rung R's shape (default: the next smaller rung) trained as a
+                    student of this rung, compared with rung R (same tokens,
+                    no teacher)
+
+Example:
+
+    scalelab compress studies/default --rung largest --methods int8,prune:0.5,distill
+"""
+
+RECOMMEND_HELP = """Pick the model to ship: the rung or variant with the LOWEST VALIDATION LOSS \
+among those meeting every limit given (latency at --batch, bytes of the saved file, loss). \
+Losses equal to within 1e-4 nats are ties, broken by fewer bytes, then lower latency. When nothing \
+fits, says so and names the closest model: the smallest summed relative excess over the limits. \
+Exit code 0 either way. With --json prints `{"choice": {...} or null, "closest": {...} or null, \
+"reason": "...", "frontier": [...], ...}`.
+
+Example:
+
+    scalelab recommend studies/default --max-latency-ms 5 --batch 32 --json
+"""
+
+EXPORT_HELP = """Export a rung (or one of its variants) to ONNX and check that ONNX Runtime \
+reproduces the PyTorch logits (max absolute difference printed; an fp32 export must stay under \
+1e-3, else exit code 1). An int8 variant is already an ONNX model: it is copied, and its \
+difference from the fp32 rung is its quantization error.
+
+Example:
+
+    scalelab export studies/default --rung 5 --variant r5-prune0.5 --onnx model.onnx
+"""
+
+
+def _study_spec(store):
+    from scalelab.spec import parse_spec
+
+    study = store.study()
+    if study is None:
+        raise UserError(f"{store.folder} has no study recorded")
+    return study, parse_spec(study["spec"], f"{store.folder}/study.db spec")
+
+
+@app.command(help=COMPRESS_HELP)
+def compress(
+    folder: Path = typer.Argument(..., help="study folder"),
+    rung: str = typer.Option("largest", "--rung", help="rung index, or 'largest'"),
+    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods",
+                                help="comma-separated methods (see above)"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+) -> None:
+    import torch
+
+    from scalelab.compress import compress_study, plan_compress
+    from scalelab.store import StudyStore
+    from scalelab.study import write_outputs
+    from scalelab.tasks import get_task
+    from scalelab.train.measure import resolve_device
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+    # Everything is checked on a read-only view first: bad input changes nothing in the study.
+    with StudyStore.open_readonly(folder) as ro:
+        study, spec = _study_spec(ro)
+        plan_compress(ro.rungs(), rung, methods)
+    dev = resolve_device(device)
+    task = get_task(spec.task.name, root=spec.task.root)
+    recorded = (study.get("corpus") or {}).get("sha256")
+    if recorded and recorded != task.fingerprint().get("sha256"):
+        raise UserError("the task's corpus on this machine differs from the one the study was "
+                        "trained on; variants would not be comparable")
+    if spec.measure.threads:
+        torch.set_num_threads(spec.measure.threads)
+
+    with StudyStore.create_or_open(folder) as store:
+        plan = plan_compress(store.rungs(), rung, methods)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                      console=console, transient=True) as bar:
+            bars: dict[str, int] = {}
+
+            def on_progress(name: str, step: int, total: int, loss: float) -> None:
+                if name not in bars:
+                    bars[name] = bar.add_task(name, total=total, loss="-")
+                if step % 10 == 0 or step == total:
+                    bar.update(bars[name], completed=step, loss=f"{loss:.3f}")
+
+            records = compress_study(store, spec, task, dev, plan=plan,
+                                     on_event=lambda msg: console.print(msg),
+                                     on_progress=on_progress, redo=True)
+        summary = write_outputs(store)
+    console.print(variant_table(summary, [r["name"] for r in records]))
+    console.print(f"report: {Path(folder) / 'report.html'}")
+
+
+def _f(x, fmt: str) -> str:
+    return "-" if x is None else format(x, fmt)
+
+
+def variant_table(summary: dict, names: list[str] | None = None) -> Table:
+    table = Table(title="variants", title_justify="left")
+    for col in ("name", "method", "N", "bytes", "val loss", "Δ loss", "lat b1 ms", "lat b32 ms",
+                "speedup b32"):
+        table.add_column(col, justify="right")
+    for v in summary["variants"]:
+        if names is not None and v["name"] not in names:
+            continue
+        extra = v.get("extra") or {}
+        lat = v.get("latency_ms") or {}
+        speed = (extra.get("speedup") or {}).get("32")
+        if v["method"] == "sparse":
+            speed_txt = "not claimed"
+        else:
+            speed_txt = _f(speed, ".2f") + ("x" if speed is not None else "")
+        table.add_row(v["name"], v["method"], _f(v["n_params"], ",d"), _f(v["bytes"], ",d"),
+                      _f(v["val_loss"], ".4f"), _f(extra.get("loss_delta"), "+.4f"),
+                      _f(lat.get("1"), ".3g"), _f(lat.get("32"), ".3g"), speed_txt)
+    return table
+
+
+@app.command(help=RECOMMEND_HELP)
+def recommend(
+    folder: Path = typer.Argument(..., help="study folder"),
+    max_latency_ms: float | None = typer.Option(None, "--max-latency-ms",
+                                                help="latency limit at --batch, in ms"),
+    max_bytes: float | None = typer.Option(None, "--max-bytes",
+                                           help="limit on the saved file's bytes"),
+    max_loss: float | None = typer.Option(None, "--max-loss",
+                                          help="validation loss limit, nats per token"),
+    batch: int = typer.Option(1, "--batch", help="batch size of the latency: 1 or 32"),
+    as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
+) -> None:
+    from scalelab.select import recommend as choose
+    from scalelab.store import StudyStore
+    from scalelab.study import build_summary
+
+    with StudyStore.open_readonly(folder) as store:
+        summary = build_summary(store)
+    result = choose(summary, max_latency_ms, max_bytes, max_loss, batch)
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    pick = result["choice"] or result["closest"]
+    head = "choice" if result["choice"] is not None else "nothing fits; closest"
+    lat = (pick.get("latency_ms") or {}).get(str(batch))
+    console.print(f"[bold]{head}: {pick['name']}[/bold] ({pick['kind']}, loss "
+                  f"{pick['val_loss']:.4f}, {pick['bytes']:,} bytes, latency "
+                  f"{_f(lat, '.3g')} ms at batch {batch})")
+    console.print(result["reason"])
+    console.print("Pareto frontier (loss, latency, bytes): " + ", ".join(result["frontier"]))
+
+
+@app.command(help=EXPORT_HELP)
+def export(
+    folder: Path = typer.Argument(..., help="study folder"),
+    rung: str = typer.Option(..., "--rung", help="rung index, or 'largest'"),
+    variant: str | None = typer.Option(None, "--variant", help="variant name of that rung"),
+    onnx: Path = typer.Option(..., "--onnx", help="output .onnx file"),
+) -> None:
+    from scalelab.compress import load_rung_model, load_variant, plan_compress
+    from scalelab.export import ONNX_TOLERANCE, OrtModule, export_onnx, max_abs_logit_diff
+    from scalelab.store import StudyStore
+
+    with StudyStore.open_readonly(folder) as store:
+        _study_spec(store)
+        rungs = store.rungs()
+        row = plan_compress(rungs, rung, "int8").rung  # resolves and checks the rung
+        v = None
+        if variant is not None:
+            v = next((x for x in store.variants() if x["name"] == variant), None)
+            if v is None:
+                known = ", ".join(x["name"] for x in store.variants()) or "none"
+                raise UserError(f"variant {variant!r} does not exist (variants: {known})")
+            if v["of_rung"] != row["rung"]:
+                raise UserError(f"variant {variant} is a variant of rung {v['of_rung']}, "
+                                f"not of rung {row['rung']}")
+    if not onnx.parent.is_dir():
+        raise UserError(f"folder {onnx.parent} does not exist")
+    plan = row["plan"]
+    block, vocab = plan["block_size"], plan["vocab_size"]
+    reference = load_rung_model(folder, row)
+    what = f"rung {row['rung']}"
+    if v is not None and v["method"] == "int8":
+        shutil.copyfile(load_variant(folder, v, rungs).path, onnx)
+        diff = max_abs_logit_diff(reference, OrtModule(onnx), block, vocab)
+        console.print(f"wrote {onnx} (variant {v['name']}, int8, copied)")
+        console.print(f"max abs logit difference vs the fp32 rung: {diff:.3g} "
+                      "(int8 quantization error, not an export error)")
+        return
+    if v is not None:
+        reference = load_variant(folder, v, rungs)
+        what = f"variant {v['name']}" + (f" (its {v['method']} weights run in fp32)"
+                                          if v["method"] in ("fp16", "bf16") else "")
+    exporter = export_onnx(reference, onnx, block, vocab)
+    diff = max_abs_logit_diff(reference, OrtModule(onnx), block, vocab)
+    ok = diff < ONNX_TOLERANCE
+    console.print(f"wrote {onnx} ({what}, {exporter} exporter, {onnx.stat().st_size:,} bytes)")
+    console.print(f"max abs logit difference, ONNX Runtime vs PyTorch (fp32): {diff:.3g} "
+                  f"({'ok' if ok else 'FAILED'}, limit {ONNX_TOLERANCE:g})")
+    if not ok:
+        raise typer.Exit(1)
