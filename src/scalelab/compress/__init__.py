@@ -178,6 +178,20 @@ def _finetune(ctx: _Ctx, model, name: str) -> dict:
             "finetune_status": out.status}
 
 
+def _smaller_model(ctx, model, name: str, m: Method, p, settings: dict, extra: dict) -> dict:
+    """A structurally smaller model (pruned, factored): optional recovery fine-tune, saved file,
+    exact counts."""
+    from scalelab.models import gpt
+
+    if m.finetune:
+        extra.update(_finetune(ctx, model, name))
+    path = ctx.vdir / f"{name}.safetensors"
+    n, ne = gpt.count_params(model)
+    extra["nonembed_ratio"] = ne / p.n_nonembed
+    return {"model": model, "path": path, "bytes": _save(model, path), "n_params": n,
+            "n_nonembed": ne, "settings": {**settings, "finetune": m.finetune}, "extra": extra}
+
+
 def _save(model, path: Path) -> int:
     from scalelab.train.checkpoint import save_weights
 
@@ -214,15 +228,8 @@ def _make(ctx: _Ctx, m: Method, name: str, student: dict | None) -> dict:
     if m.kind == "prune":
         scores = prune.importance(base, ctx.task, p.block_size, ctx.device)
         model, structure = prune.prune_structured(base, m.value, scores)
-        extra = {"heads_before": p.n_head, "ffn_before": 4 * p.d_model}
-        if m.finetune:
-            extra.update(_finetune(ctx, model, name))
-        path = ctx.vdir / f"{name}.safetensors"
-        n, ne = gpt.count_params(model)
-        extra["nonembed_ratio"] = ne / p.n_nonembed
-        return {"model": model, "path": path, "bytes": _save(model, path), "n_params": n,
-                "n_nonembed": ne, "settings": {"ratio": m.value, "finetune": m.finetune,
-                                               "structure": structure}, "extra": extra}
+        return _smaller_model(ctx, model, name, m, p, {"ratio": m.value, "structure": structure},
+                              {"heads_before": p.n_head, "ffn_before": 4 * p.d_model})
     if m.kind == "sparse":
         model, facts = prune.sparsify(base, m.value)
         path = ctx.vdir / f"{name}.safetensors"
@@ -237,15 +244,8 @@ def _make(ctx: _Ctx, m: Method, name: str, student: dict | None) -> dict:
                 "n_nonembed": ne - zeros, "settings": {"sparsity": m.value}, "extra": facts}
     if m.kind == "lowrank":
         model, ranks = lowrank.factorize(base, m.value)
-        extra = {"factored_layers": len(ranks)}
-        if m.finetune:
-            extra.update(_finetune(ctx, model, name))
-        path = ctx.vdir / f"{name}.safetensors"
-        n, ne = gpt.count_params(model)
-        extra["nonembed_ratio"] = ne / p.n_nonembed
-        return {"model": model, "path": path, "bytes": _save(model, path), "n_params": n,
-                "n_nonembed": ne, "settings": {"rank_fraction": m.value, "finetune": m.finetune,
-                                               "ranks": ranks}, "extra": extra}
+        return _smaller_model(ctx, model, name, m, p, {"rank_fraction": m.value, "ranks": ranks},
+                              {"factored_layers": len(ranks)})
     if m.kind == "distill":
         from scalelab.compress import distill
 
