@@ -75,12 +75,13 @@ def run(
     spec_path: Path | None = typer.Argument(None, metavar="[SPEC.yaml]", help="study spec"),
     out: Path | None = typer.Option(None, "--out", help="study folder [default: studies/NAME]"),
     quick: bool = typer.Option(False, "--quick", help="a 1-2 minute version for a first look"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu or cuda [default: the spec's device, auto]"),
 ) -> None:
     from scalelab.ladder import RungPlan
     from scalelab.study import default_out, run_study
 
-    if device not in ("auto", "cpu", "cuda"):
+    if device is not None and device not in ("auto", "cpu", "cuda"):
         raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
     spec = load_spec(spec_path) if spec_path else StudySpec()
     if quick:
