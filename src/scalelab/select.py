@@ -22,23 +22,15 @@ the same as 10% over a size budget); ties are broken by lower loss, then name.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from typing import Any
 
 from scalelab.errors import UserError
+from scalelab.values import finite
 
 LOSS_TIE = 1e-4
 METRICS = ("val_loss", "latency", "bytes")
 CONSTRAINT_LABEL = {"val_loss": "loss", "latency": "latency", "bytes": "bytes"}
-
-
-def _finite(v: Any) -> float | None:
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def models(summary: Mapping[str, Any]) -> list[dict]:
@@ -63,8 +55,8 @@ def metric(model: Mapping[str, Any], key: str, batch: str) -> float | None:
         value = lat.get(str(batch))
         if isinstance(value, Mapping):  # a store row rather than a summary entry
             value = value.get("median")
-        return _finite(value)
-    return _finite(model.get(key))
+        return finite(value)
+    return finite(model.get(key))
 
 
 def _point(model: Mapping[str, Any], batch: str) -> tuple[float, float, float] | None:
@@ -106,7 +98,7 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
     limits = {k: v for k, v in (("latency", max_latency_ms), ("bytes", max_bytes),
                                 ("val_loss", max_loss)) if v is not None}
     for key, value in limits.items():
-        if not (_finite(value) is not None and value > 0):
+        if not (finite(value) is not None and value > 0):
             raise UserError(f"the {CONSTRAINT_LABEL[key]} limit must be a positive number, "
                             f"got {value}")
     items = models(summary)

@@ -103,22 +103,21 @@ def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
     return [fit_study_power(n, loss, bootstrap=spec.fit.bootstrap, seed=spec.fit.seed)]
 
 
+def _flat_latency(record: dict) -> dict:
+    """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`."""
+    lat = record.get("latency_ms") or {}
+    return {"latency_ms": {b: v["median"] for b, v in lat.items()},
+            "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
+
+
 def _rung_summary(r: dict) -> dict:
-    lat = r["latency_ms"] or {}
     out = {k: r.get(k) for k in RUN_COLUMNS if k not in ("latency_ms", "latency_iqr_ms")}
-    out["latency_ms"] = {b: v["median"] for b, v in lat.items()}
-    out["latency_iqr_ms"] = {b: v["iqr"] for b, v in lat.items()}
     out["checkpoint"] = r.get("checkpoint")
-    return out
+    return out | _flat_latency(r)
 
 
 def _variant_summary(v: dict) -> dict:
-    """A variant as in summary.json: latency flattened to medians per batch like a rung's."""
-    lat = v.get("latency_ms") or {}
-    out = dict(v)
-    out["latency_ms"] = {b: x["median"] for b, x in lat.items()}
-    out["latency_iqr_ms"] = {b: x["iqr"] for b, x in lat.items()}
-    return out
+    return dict(v) | _flat_latency(v)
 
 
 def build_summary(store: StudyStore) -> dict:

@@ -10,17 +10,16 @@ Pareto frontier over (loss, latency, bytes) are ringed.
 
 from __future__ import annotations
 
-import hashlib
 import html
-import io
-import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from scalelab import select
+from scalelab.report.html import fmt_bytes
+from scalelab.report.plots import to_inline_svg
+from scalelab.values import finite
 
 MARKERS = {"int8": "s", "fp16": "^", "bf16": "v", "prune": "D", "sparse": "X", "lowrank": "P",
            "distill": "*"}
@@ -37,56 +36,16 @@ def _e(x: Any) -> str:
     return html.escape(str(x))
 
 
-def _num(x: Any) -> float | None:
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _fmt(x: Any, spec: str, suffix: str = "") -> str:
-    f = _num(x)
+    f = finite(x)
     return "—" if f is None else format(f, spec) + suffix
-
-
-def _bytes(x: Any) -> str:
-    f = _num(x)
-    if f is None:
-        return "—"
-    for div, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if f >= div:
-            return f"{f / div:.3g} {unit}"
-    return f"{f:.0f} B"
-
-
-def _svg(fig) -> str:
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Creator": None, "Date": None, "Format": None,
-                                              "Type": None})
-    svg = buf.getvalue()
-    svg = svg[svg.index("<svg"):]
-    svg = re.sub(r'\s+xmlns(:\w+)?="[^"]*"', "", svg)
-    svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
-    prefix = "c" + hashlib.sha1(svg.encode()).hexdigest()[:8] + "-"
-    ids = set(re.findall(r'\bid="([^"]+)"', svg))
-    if ids:
-        svg = re.sub(r'\bid="([^"]+)"', lambda m: f'id="{prefix}{m.group(1)}"', svg)
-        svg = re.sub(r"(url\(#|href=\"#)([^)\"]+)",
-                     lambda m: m.group(1) + (prefix + m.group(2) if m.group(2) in ids
-                                             else m.group(2)), svg)
-    svg = re.sub(r'^<svg([^>]*?)\swidth="([\d.]+)pt"\s+height="([\d.]+)pt"',
-                 lambda m: (f'<svg{m.group(1)} class="plot" role="img" '
-                            f'width="{float(m.group(2)) * 4 / 3:.0f}" '
-                            f'height="{float(m.group(3)) * 4 / 3:.0f}"'), svg, count=1)
-    return svg.strip()
 
 
 def _law(summary: Mapping[str, Any]) -> dict | None:
     for fit in summary.get("fits") or []:
         p = fit.get("params") or {}
         if fit.get("x", "n_nonembed") == "n_nonembed" and all(
-                _num(p.get(k)) is not None for k in ("E", "A", "alpha")):
+                finite(p.get(k)) is not None for k in ("E", "A", "alpha")):
             return {k: float(p[k]) for k in ("E", "A", "alpha")}
     return None
 
@@ -99,7 +58,7 @@ def _batch(models: list[dict]) -> str | None:
 
 
 def _bytes_tick(v: float, _pos: Any = None) -> str:
-    return "" if v <= 0 else _bytes(v).replace(" ", "\u2009")
+    return "" if v <= 0 else fmt_bytes(v).replace(" ", "\u2009")
 
 
 def _plain_tick(v: float, _pos: Any = None) -> str:
@@ -169,8 +128,9 @@ def frontier_svg(summary: Mapping[str, Any], batch: str) -> str:
                 labels.append(lab)
         fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)),
                    frameon=False, bbox_to_anchor=(0.5, 1.0))
-        fig.tight_layout(rect=(0, 0, 1, 0.88))
-        return _svg(fig)
+        # A layout engine (not a one-off tight_layout) so to_inline_svg keeps the legend's room.
+        fig.set_layout_engine("tight", rect=(0, 0, 1, 0.88))
+        return to_inline_svg(fig)
 
 
 def _notes(v: Mapping[str, Any]) -> str:
@@ -220,7 +180,7 @@ def _table(summary: Mapping[str, Any], batch: str, front: set[str]) -> str:
         else:
             s1, sb = _fmt(sp.get("1"), ".2f", "×"), _fmt(sp.get(batch), ".2f", "×")
         cells = (v["name"], v.get("method"), v.get("of_rung"), _fmt(v.get("n_nonembed"), ",.0f"),
-                 _bytes(v.get("bytes")), _fmt(ex.get("size_ratio"), ".2f", "×"),
+                 fmt_bytes(v.get("bytes")), _fmt(ex.get("size_ratio"), ".2f", "×"),
                  _fmt(v.get("val_loss"), ".4f"), _fmt(ex.get("loss_delta"), "+.4f"),
                  _fmt(lat.get("1"), ".3g"), _fmt(lat.get(batch), ".3g"), s1, sb,
                  "yes" if v["name"] in front else "", _notes(v))

@@ -1,12 +1,12 @@
 """Figures of a fitted law: data and law with its band, residuals, holdout, optimal frontier.
 
 Each function takes fitted objects and returns a Matplotlib Figure (Agg, no pyplot state), so the
-CLI can save it and the study report can inline it with `figure_svg`.
+CLI can save it (`save_figure`). The study report draws its own law plot from the summary's fit
+record (`scalelab.report.plots.loss_vs_n_svg`).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
@@ -126,13 +126,6 @@ def frontier_figure(rows: list[dict[str, Any]]) -> Figure:
                           [r["intervals"]["loss"][1] for r in rows], color=LAW, alpha=0.18, lw=0)
     _loglog(ax_l, "compute C (FLOPs)", "predicted loss at the optimum")
     return fig
-
-
-def figure_svg(fig: Figure) -> str:
-    """The figure as an SVG string (for inlining in HTML)."""
-    buf = io.StringIO()
-    fig.savefig(buf, format="svg")
-    return buf.getvalue()
 
 
 def save_figure(fig: Figure, path: str | Path) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law
 from scalelab.laws.forms import Power
+from scalelab.laws.validate import holdout
 
 STORED_SAMPLES = 200  # bootstrap samples kept in the record: enough for a band, still small
 BAND_POINTS = 60
@@ -95,12 +96,12 @@ def _holdout_largest(law: Law, x: np.ndarray, y: np.ndarray) -> dict[str, Any] |
     top = x == x.max()
     if np.unique(x[~top]).size < 2 or (~top).sum() < 3:
         return None
-    fitted = law.clone().fit(x[~top], y[~top])
-    pred = fitted.predict(x[top])
-    predicted, measured = float(pred.point.mean()), float(y[top].mean())
+    pts = holdout(law, x, y, "largest:1")["points"]
+    predicted = float(np.mean([p["predicted"] for p in pts]))
+    measured = float(np.mean([p["measured"] for p in pts]))
     interval = None
-    if pred.lo is not None:
-        interval = [float(pred.lo.mean()), float(pred.hi.mean())]
+    if pts[0]["lo"] is not None:
+        interval = [float(np.mean([p["lo"] for p in pts])), float(np.mean([p["hi"] for p in pts]))]
     return {"x": float(x.max()), "predicted": predicted, "measured": measured,
             "rel_error": (predicted - measured) / measured, "interval": interval}
 

@@ -21,7 +21,8 @@ import yaml
 from markupsafe import Markup, escape
 
 from scalelab.report import plots
-from scalelab.report.plots import _finite, fmt_count, latency_batches, latency_of
+from scalelab.report.plots import fmt_count, latency_batches, latency_of
+from scalelab.values import finite
 
 __all__ = ["build_report_html", "render_report"]
 
@@ -32,7 +33,7 @@ _TEMPLATES = Path(__file__).with_name("templates")
 
 
 def fmt_flops(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "—"
     for div, unit in (
@@ -53,7 +54,7 @@ def fmt_flops_rate(v: Any) -> str:
 
 
 def fmt_bytes(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "—"
     for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
@@ -63,7 +64,7 @@ def fmt_bytes(v: Any) -> str:
 
 
 def fmt_seconds(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return "—"
     if f < 1:
@@ -76,24 +77,24 @@ def fmt_seconds(v: Any) -> str:
 
 
 def fmt_ms(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     return "—" if f is None else f"{f:.3g} ms"
 
 
 def fmt_pct(v: Any, digits: int = 2) -> str:
-    f = _finite(v)
+    f = finite(v)
     return "—" if f is None else f"{f * 100:.{digits}f}%"
 
 
 def fmt_signed_pct(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     return "—" if f is None else f"{f * 100:+.2f}%"
 
 
 def fmt_num(v: Any, digits: int = 4) -> str:
     if isinstance(v, bool):
         return str(v)
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         if v is None:
             return "—"
@@ -105,14 +106,14 @@ def fmt_num(v: Any, digits: int = 4) -> str:
 
 
 def fmt_lr(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     if f is None:
         return fmt_num(v)
     return f"{f:.3g}" if f >= 0.01 else f"{f:.2e}".replace("e-0", "e-")
 
 
 def fmt_rate(v: Any) -> str:
-    f = _finite(v)
+    f = finite(v)
     return "—" if f is None else f"{fmt_count(f)}/s"
 
 
@@ -228,7 +229,7 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]) -
         if isinstance(ho, Mapping):
             hx = ho.get("x", ho.get(x))
             if hx is None:
-                xs = [_finite(r.get(x)) for r in rungs if r.get("status", "done") == "done"]
+                xs = [finite(r.get(x)) for r in rungs if r.get("status", "done") == "done"]
                 xs = [v for v in xs if v is not None]
                 hx = max(xs) if xs else None
             interval = ho.get("interval")
@@ -241,11 +242,11 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]) -
                 "rel_error": fmt_signed_pct(ho.get("rel_error")),
                 "interval": (
                     f"[{fmt_num(interval[0])}, {fmt_num(interval[1])}]"
-                    if _finite(interval[0]) is not None and _finite(interval[1]) is not None
+                    if finite(interval[0]) is not None and finite(interval[1]) is not None
                     else None
                 ),
             }
-        level = _finite(fit.get("level", (fit.get("band") or {}).get("level")))
+        level = finite(fit.get("level", (fit.get("band") or {}).get("level")))
         views.append(
             {
                 "index": i,
@@ -289,7 +290,7 @@ def _machine_rows(study: Mapping[str, Any]) -> list[tuple[str, str]]:
         ("GEMM peak (measured)", fmt_flops_rate(study.get("gemm_peak_flops"))),
         (
             "vendor peak",
-            fmt_flops_rate(vendor) if _finite(vendor) is not None else "not known for this device",
+            fmt_flops_rate(vendor) if finite(vendor) is not None else "not known for this device",
         ),
     ]
     return [(k, "—" if v is None else str(v)) for k, v in rows]
@@ -301,7 +302,7 @@ def _corpus_rows(corpus: Any) -> list[tuple[str, str]]:
     rows = []
     for k, v in corpus.items():
         if k == "bytes" or str(k).endswith("_bytes"):
-            f = _finite(v)
+            f = finite(v)
             s = f"{fmt_bytes(v)} ({int(f):,} bytes)" if f is not None else str(v)
         elif isinstance(v, int | float) and not isinstance(v, bool):
             s = f"{v:,}" if isinstance(v, int) else fmt_num(v)
@@ -343,7 +344,7 @@ def build_report_html(
     study = {"task": None, "family": None, "created": None, **(summary.get("study") or {})}
     rungs = [r for r in (summary.get("rungs") or []) if isinstance(r, Mapping)]
     rungs = sorted(
-        rungs, key=lambda r: (_finite(r.get("rung")) is None, _finite(r.get("rung")) or 0.0)
+        rungs, key=lambda r: (finite(r.get("rung")) is None, finite(r.get("rung")) or 0.0)
     )
     curves_n = _normalise_curves(curves)
     batches = latency_batches(rungs)

@@ -24,6 +24,8 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from scalelab.values import finite
+
 __all__ = [
     "cost_svg",
     "eval_law",
@@ -32,6 +34,7 @@ __all__ = [
     "loss_curves_svg",
     "loss_vs_n_svg",
     "rung_colors",
+    "to_inline_svg",
 ]
 
 _RC = {
@@ -63,26 +66,15 @@ DIVERGED = "#b00020"
 # --------------------------------------------------------------------------- helpers
 
 
-def _finite(v: Any) -> float | None:
-    """``v`` as a finite float, or None (None, NaN, inf, non-numbers)."""
-    if v is None or isinstance(v, bool):
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
-
-
 def _floats(values: Any) -> np.ndarray:
     """A float array with None / non-numbers as NaN."""
-    out = [_finite(v) for v in (values or [])]
+    out = [finite(v) for v in (values or [])]
     return np.array([np.nan if v is None else v for v in out], dtype=float)
 
 
 def fmt_count(n: Any) -> str:
     """12345 -> '12.3k', 4.47e5 -> '447k', 1.2e6 -> '1.2M'."""
-    f = _finite(n)
+    f = finite(n)
     if f is None:
         return "—"
     for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
@@ -94,8 +86,8 @@ def fmt_count(n: Any) -> str:
 def latency_median(value: Any) -> tuple[float | None, float | None]:
     """(median, iqr) from a latency entry: a number, or a ``{"median", "iqr"}`` dict."""
     if isinstance(value, Mapping):
-        return _finite(value.get("median")), _finite(value.get("iqr"))
-    return _finite(value), None
+        return finite(value.get("median")), finite(value.get("iqr"))
+    return finite(value), None
 
 
 def latency_batches(rungs: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -107,7 +99,7 @@ def latency_batches(rungs: Iterable[Mapping[str, Any]]) -> list[str]:
             keys.update(str(k) for k in lat)
 
     def order(k: str) -> tuple[int, float, str]:
-        f = _finite(k)
+        f = finite(k)
         return (0, f, k) if f is not None else (1, 0.0, k)
 
     return sorted(keys, key=order)
@@ -125,7 +117,7 @@ def latency_of(rung: Mapping[str, Any], batch: str) -> tuple[float | None, float
 
 def eval_law(law: str, params: Mapping[str, Any], x: np.ndarray) -> np.ndarray | None:
     """Evaluate a fitted law on ``x``; None for a law form this module does not know."""
-    p = {k: _finite(v) for k, v in params.items()}
+    p = {k: finite(v) for k, v in params.items()}
     if law in ("power", "power_e", "saturating_power") and None not in (
         p.get("E"),
         p.get("A"),
@@ -150,7 +142,9 @@ def rung_colors(n: int) -> list[str]:
 _ID_ATTR = re.compile(r'\bid="([^"]+)"')
 
 
-def _to_inline_svg(fig: Figure) -> str:
+def to_inline_svg(fig: Figure) -> str:
+    """The figure as SVG to inline in HTML: no prolog, metadata or namespaces, ids unique to the
+    plot, sized to scale with the page."""
     buf = io.StringIO()
     if fig.get_layout_engine() is None:
         fig.tight_layout(pad=0.6)
@@ -251,10 +245,10 @@ def loss_vs_n_svg(
         x_key = str(fit.get("x") or x_key)
         y_key = str(fit.get("y") or y_key)
     done = [r for r in rungs if r.get("status", "done") == "done"]
-    pts = [(_finite(r.get(x_key)), _finite(r.get(y_key)), r) for r in done]
+    pts = [(finite(r.get(x_key)), finite(r.get(y_key)), r) for r in done]
     pts = [(x, y, r) for x, y, r in pts if x is not None and y is not None and x > 0 and y > 0]
     bad = [
-        (_finite(r.get(x_key)), _finite(r.get(y_key)))
+        (finite(r.get(x_key)), finite(r.get(y_key)))
         for r in rungs
         if r.get("status") == "diverged"
     ]
@@ -265,7 +259,7 @@ def loss_vs_n_svg(
         ax = fig.add_subplot()
         if not pts:
             _no_data(ax, "no finished rungs yet")
-            return _to_inline_svg(fig)
+            return to_inline_svg(fig)
         xs = np.array([p[0] for p in pts])
         ys = np.array([p[1] for p in pts])
 
@@ -308,7 +302,7 @@ def loss_vs_n_svg(
             ax.plot([], [], ls=":", color=DIVERGED, label="diverged rung (no loss)")
 
         ho = (fit or {}).get("holdout")
-        if isinstance(ho, Mapping) and _finite(ho.get("predicted")) is not None:
+        if isinstance(ho, Mapping) and finite(ho.get("predicted")) is not None:
             _draw_holdout(ax, ho, xs, ys, x_key)
 
         ax.set_xscale("log")
@@ -319,11 +313,11 @@ def loss_vs_n_svg(
         ax.grid(True, which="minor", alpha=0.4)
         _nice_log_axes(ax)
         ax.legend(loc="lower left", frameon=False)
-        return _to_inline_svg(fig)
+        return to_inline_svg(fig)
 
 
 def _band_label(level: Any) -> str:
-    f = _finite(level)
+    f = finite(level)
     if f is None or f <= 0:
         return "uncertainty band"
     return f"{f:.0%} band" if f <= 1 else f"{f:.0f}% band"
@@ -349,9 +343,9 @@ def _axis_name(key: str) -> str:
 def _draw_holdout(
     ax: Any, ho: Mapping[str, Any], xs: np.ndarray, ys: np.ndarray, x_key: str
 ) -> None:
-    pred = _finite(ho.get("predicted"))
-    meas = _finite(ho.get("measured"))
-    hx = _finite(ho.get("x", ho.get(x_key)))
+    pred = finite(ho.get("predicted"))
+    meas = finite(ho.get("measured"))
+    hx = finite(ho.get("x", ho.get(x_key)))
     if hx is None:
         hx = float(xs.max())
     if meas is None:
@@ -359,10 +353,10 @@ def _draw_holdout(
     interval = ho.get("interval")
     lo = hi = None
     if isinstance(interval, Sequence) and len(interval) == 2:
-        lo, hi = _finite(interval[0]), _finite(interval[1])
+        lo, hi = finite(interval[0]), finite(interval[1])
     else:
-        lo, hi = _finite(ho.get("lo")), _finite(ho.get("hi"))
-    rel = _finite(ho.get("rel_error"))
+        lo, hi = finite(ho.get("lo")), finite(ho.get("hi"))
+    rel = finite(ho.get("rel_error"))
     if rel is None and meas:
         rel = (pred - meas) / meas
     label = "holdout prediction of the largest rung"
@@ -395,7 +389,7 @@ def _draw_holdout(
 def _curve_series(points: Sequence[Mapping[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
     for p in points:
-        x, y = _finite(p.get("tokens")), _finite(p.get(key))
+        x, y = finite(p.get("tokens")), finite(p.get(key))
         if x is not None and y is not None and x > 0:
             xs.append(x)
             ys.append(y)
@@ -412,10 +406,10 @@ def loss_curves_svg(
     One colour per rung (same colours in both panels); a diverged rung's curve ends in an ``x``.
     The y range is capped near the initial loss so a blow-up does not flatten the other curves.
     """
-    by_rung = {int(r["rung"]): r for r in rungs if _finite(r.get("rung")) is not None}
+    by_rung = {int(r["rung"]): r for r in rungs if finite(r.get("rung")) is not None}
     norm: dict[int, Sequence[Mapping[str, Any]]] = {}
     for k, v in curves.items():
-        if _finite(k) is not None:
+        if finite(k) is not None:
             norm[int(float(k))] = v or []
     ids = sorted(set(norm) | set(by_rung))
     colors = dict(zip(ids, rung_colors(len(ids)), strict=True))
@@ -428,7 +422,7 @@ def loss_curves_svg(
         if not any(norm.values()):
             _no_data(ax_t)
             _no_data(ax_v)
-            return _to_inline_svg(fig)
+            return to_inline_svg(fig)
 
         firsts, finals = [], []
         for rid in ids:
@@ -437,7 +431,7 @@ def loss_curves_svg(
                 continue
             r = by_rung.get(rid, {})
             n = r.get("n_nonembed", r.get("n_params"))
-            label = f"rung {rid}" + (f" · N={fmt_count(n)}" if _finite(n) else "")
+            label = f"rung {rid}" + (f" · N={fmt_count(n)}" if finite(n) else "")
             c = colors[rid]
             tx, ty = _curve_series(pts, "train_loss")
             vx, vy = _curve_series(pts, "val_loss")
@@ -469,7 +463,7 @@ def loss_curves_svg(
         ax_t.set_ylabel("loss (nats/token)")
         ax_v.legend(loc="upper right", frameon=False)
         fig.tight_layout(pad=0.6)
-        return _to_inline_svg(fig)
+        return to_inline_svg(fig)
 
 
 # --------------------------------------------------------------------------- costs
@@ -479,7 +473,7 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> 
     """Small multiples of cost against N (log-log): training FLOPs (measured and 6·N·D), training
     time, latency per batch size (median, bar = IQR), checkpoint size, peak memory, throughput.
     Finished rungs only."""
-    done = [r for r in rungs if r.get("status", "done") == "done" and _finite(r.get(x_key))]
+    done = [r for r in rungs if r.get("status", "done") == "done" and finite(r.get(x_key))]
     done.sort(key=lambda r: float(r[x_key]))
     batches = latency_batches(done)
 
@@ -495,7 +489,7 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> 
 
     def key(k: str, scale: float = 1.0) -> Any:
         return lambda r: (
-            (_finite(r.get(k)) * scale if _finite(r.get(k)) is not None else None),
+            (finite(r.get(k)) * scale if finite(r.get(k)) is not None else None),
             None,
         )
 
@@ -550,4 +544,4 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> 
         for ax in axes[3:]:
             ax.set_xlabel(_axis_name(x_key))
         fig.tight_layout(pad=0.6)
-        return _to_inline_svg(fig)
+        return to_inline_svg(fig)
