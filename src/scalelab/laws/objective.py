@@ -20,13 +20,14 @@ import numpy as np
 from scalelab.laws.forms import Form
 
 _CHUNK_ELEMENTS = 65_536  # rows x runs per chunk: 512 KiB arrays, about what a core's L2 holds
+_THREADS = max(1, min(8, os.cpu_count() or 1))  # the calling thread and THREADS - 1 helpers
 _POOL: ThreadPoolExecutor | None = None
 
 
-def _pool() -> ThreadPoolExecutor:
+def _helpers() -> ThreadPoolExecutor:
     global _POOL
     if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)))
+        _POOL = ThreadPoolExecutor(max_workers=_THREADS - 1)
     return _POOL
 
 
@@ -77,9 +78,20 @@ class Objective:
         step = max(1, _CHUNK_ELEMENTS // max(1, len(self.ly)))
         if len(theta) <= step:
             return self._chunk(theta, rows)
-        parts = [(theta[i : i + step], rows[i : i + step]) for i in range(0, len(theta), step)]
-        out = list(_pool().map(lambda p: self._chunk(*p), parts))
-        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+        f, g = np.empty(len(theta)), np.empty_like(theta)
+        starts = iter(range(0, len(theta), step))  # shared: next() on it is atomic under the GIL
+
+        def work() -> None:  # take chunks until none are left
+            for i in starts:
+                f[i : i + step], g[i : i + step] = self._chunk(theta[i : i + step],
+                                                             rows[i : i + step])
+
+        # The calling thread works too, rather than waiting: one fewer hand-off per call.
+        helpers = [_helpers().submit(work) for _ in range(_THREADS - 1)]
+        work()
+        for h in helpers:
+            h.result()
+        return f, g
 
     def scalar(self, theta: np.ndarray, row: int = 0) -> tuple[float, np.ndarray]:
         """One problem, SciPy's calling convention (value, gradient)."""

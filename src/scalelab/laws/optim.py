@@ -56,14 +56,15 @@ def _two_loop(q, s_hist, y_hist, rho, gamma):
     curvature) contribute nothing.
     """
     q = q.copy()
-    memory = rho.shape[1]
-    alphas = []
-    for j in range(memory):  # newest to oldest
+    # pairs no row has filled yet (the first iterations) are skipped outright
+    used = [j for j in range(rho.shape[1]) if rho[:, j].any()]  # newest to oldest
+    alphas = {}
+    for j in used:
         a = rho[:, j] * _dot(s_hist[:, j], q)
         q -= a[:, None] * y_hist[:, j]
-        alphas.append(a)
+        alphas[j] = a
     r = gamma[:, None] * q
-    for j in reversed(range(memory)):
+    for j in reversed(used):
         b = rho[:, j] * _dot(y_hist[:, j], r)
         r += (alphas[j] - b)[:, None] * s_hist[:, j]
     return r
@@ -88,52 +89,51 @@ class _State:
         self.found = np.zeros(n, dtype=bool)  # ... has an acceptable point: x_acc, f_acc, g_acc
         self.x_acc, self.f_acc, self.g_acc = x.copy(), f.copy(), g.copy()
 
-    def keep(self, mask: np.ndarray) -> None:
+    def keep(self, i: np.ndarray) -> None:
         for name, value in vars(self).items():
-            setattr(self, name, value[mask])
+            setattr(self, name, value[i])
 
-    def start_iteration(self, m: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
-        """Direction and first trial step for the problems in mask m."""
-        x, g = self.x[m], self.g[m]
-        free = ~(((x <= lo) & (g > 0)) | ((x >= hi) & (g < 0)))
-        q = g * free
-        d = -_two_loop(q, self.s[m], self.y[m], self.rho[m], self.gamma[m]) * free
-        steep = ~(_dot(q, d) < 0) | self.restart[m]
-        d[steep] = -q[steep]
-        qn = np.sqrt(_dot(q, q))
-        self.d[m], self.steep[m], self.trials[m] = d, steep, 0
-        self.shrunk[m], self.found[m] = False, False
-        self.t[m] = np.where(steep, np.minimum(1.0, 1.0 / np.maximum(qn, 1e-300)), 1.0)
+    def advance(self, i: np.ndarray, lo, hi, ftol: float, gtol: float):
+        """End the iteration of problems i (their line search is over) and start the next.
 
-    def finish_iteration(self, m, ok, x_new, f_new, g_new, lo, hi, ftol: float, gtol: float):
-        """Take the line search's outcome for mask m; returns (stop, converged) for those rows.
-
-        Stopping rules follow SciPy's L-BFGS-B defaults: the largest projected-gradient
-        component <= gtol, or (f_k - f_k+1) / max(|f_k|, |f_k+1|, 1) <= ftol, or a failed line
-        search from a steepest-descent direction.
+        Returns (stop, converged) for them. Stopping rules follow SciPy's L-BFGS-B defaults:
+        the largest projected-gradient component <= gtol, or (f_k - f_k+1) /
+        max(|f_k|, |f_k+1|, 1) <= ftol, or a failed line search from a steepest-descent
+        direction. All of it works on copies of the rows i, written back once.
         """
-        x, f, g = self.x[m], self.f[m], self.g[m]
-        x_new = np.where(ok[:, None], x_new, x)
-        f_new, g_new = np.where(ok, f_new, f), np.where(ok[:, None], g_new, g)
+        ok, steep = self.found[i], self.steep[i]
+        x, f, g = self.x[i], self.f[i], self.g[i]
+        x_new = np.where(ok[:, None], self.x_acc[i], x)
+        f_new = np.where(ok, self.f_acc[i], f)
+        g_new = np.where(ok[:, None], self.g_acc[i], g)
         s, yv = x_new - x, g_new - g
         sy, yy = _dot(s, yv), _dot(yv, yv)
         good = ok & (sy > 1e-10 * yy) & (yy > 0)
-        rho = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
-        self.s[m] = np.concatenate([s[:, None], self.s[m, :-1]], axis=1)
-        self.y[m] = np.concatenate([yv[:, None], self.y[m, :-1]], axis=1)
-        self.rho[m] = np.concatenate([rho[:, None], self.rho[m, :-1]], axis=1)
-        self.gamma[m] = np.where(good, sy / np.where(good, yy, 1.0), self.gamma[m])
+        s_hist, y_hist, rho = self.s[i], self.y[i], self.rho[i]
+        s_hist[:, 1:], y_hist[:, 1:], rho[:, 1:] = s_hist[:, :-1], y_hist[:, :-1], rho[:, :-1]
+        s_hist[:, 0], y_hist[:, 0] = s, yv
+        rho[:, 0] = np.where(good, 1.0 / np.where(good, sy, 1.0), 0.0)
+        gamma = np.where(good, sy / np.where(good, yy, 1.0), self.gamma[i])
         # a failed search after a quasi-Newton step: forget the memory, retry with steepest descent
-        steep = self.steep[m]
-        retry = ~ok & ~steep
-        rho_m = self.rho[m]
-        rho_m[retry] = 0.0
-        self.rho[m] = rho_m
-        self.restart[m] = retry
-        self.x[m], self.f[m], self.g[m] = x_new, f_new, g_new
+        restart = ~ok & ~steep
+        rho[restart] = 0.0
         rel = (f - f_new) / np.maximum(np.maximum(np.abs(f), np.abs(f_new)), 1.0)
         pg_small = np.abs(projected_gradient(x_new, g_new, lo, hi)).max(1) <= gtol
         stop = pg_small | (ok & (rel <= ftol)) | (~ok & steep)
+
+        # the next iteration's direction and first trial step (wasted on rows that stop)
+        free = ~(((x_new <= lo) & (g_new > 0)) | ((x_new >= hi) & (g_new < 0)))
+        q = g_new * free
+        d = -_two_loop(q, s_hist, y_hist, rho, gamma) * free
+        steep = ~(_dot(q, d) < 0) | restart
+        d[steep] = -q[steep]
+        qn = np.sqrt(_dot(q, q))
+        t = np.where(steep, np.minimum(1.0, 1.0 / np.maximum(qn, 1e-300)), 1.0)
+
+        self.x[i], self.f[i], self.g[i] = x_new, f_new, g_new
+        self.s[i], self.y[i], self.rho[i], self.gamma[i] = s_hist, y_hist, rho, gamma
+        self.restart[i], self.d[i], self.steep[i], self.t[i] = restart, d, steep, t
+        self.trials[i], self.shrunk[i], self.found[i] = 0, False, False
         return stop, pg_small | ok
 
 
@@ -161,7 +161,7 @@ def batched_lbfgs(
 
     Each iteration searches along the projected path from the L-BFGS direction (at most
     MAX_TRIALS trial points): backtracking until the Armijo condition holds, or growing the step
-    while it holds and the curvature condition does not; see `_State.finish_iteration` for the
+    while it holds and the curvature condition does not; see `_State.advance` for the
     stopping rules. A problem still running after max_iter iterations is returned as it is,
     not converged.
     """
@@ -172,12 +172,12 @@ def batched_lbfgs(
     n_iter = np.zeros(S, dtype=int)
     act = np.flatnonzero(np.abs(projected_gradient(x_out, g_out, lo, hi)).max(1) > gtol)
     converged[np.setdiff1d(np.arange(S), act)] = True
+    # The starting points enter as if a line search had just failed there from a quasi-Newton
+    # step: `advance` then sets up a steepest-descent step for each, counting no iteration.
     st = _State(x_out[act], f_out[act], g_out[act], memory)
-    if max_iter > 0:
-        st.start_iteration(np.ones(act.size, dtype=bool), lo, hi)
-    else:
+    st.advance(np.arange(act.size), lo, hi, ftol, gtol)
+    if max_iter <= 0:
         act = act[:0]
-        st.keep(np.zeros(len(st.x), dtype=bool))
     while act.size:
         xt = np.clip(st.x + st.t[:, None] * st.d, lo, hi)
         ft, gt = fun(xt, act)
@@ -185,35 +185,32 @@ def batched_lbfgs(
         dec = _dot(st.g, step)
         armijo = np.isfinite(ft) & (ft <= st.f + ARMIJO_C1 * dec)
         better = armijo & (~st.found | (ft < st.f_acc))
-        st.x_acc[better], st.f_acc[better], st.g_acc[better] = xt[better], ft[better], gt[better]
+        b = np.flatnonzero(better)
+        st.x_acc[b], st.f_acc[b], st.g_acc[b] = xt[b], ft[b], gt[b]
         st.found |= better
         st.trials += 1
         # Like SciPy's line search (and unlike plain backtracking), a step that decreases f but
         # leaves the slope steep is extended: one long step instead of many short iterations.
         flat = _dot(gt, step) >= WOLFE_C2 * dec
         grow = better & ~flat & ~st.shrunk
-        ended = (better & ~grow) | (~better & st.found) | (st.trials >= MAX_TRIALS)
-        back = ~ended & ~grow
+        end = (better & ~grow) | (~better & st.found) | (st.trials >= MAX_TRIALS)
+        back = np.flatnonzero(~end & ~grow)
         st.t[grow] *= EXPAND
         st.t[back] = _backtrack(st.t[back], ft[back], st.f[back], dec[back])
-        st.shrunk |= back
-        if not ended.any():
+        st.shrunk[back] = True
+        ended = np.flatnonzero(end)
+        if ended.size == 0:
             continue
-        stop_e, conv_e = st.finish_iteration(ended, st.found[ended], st.x_acc[ended],
-                                             st.f_acc[ended], st.g_acc[ended], lo, hi, ftol,
-                                             gtol)
+        stop_alg, conv = st.advance(ended, lo, hi, ftol, gtol)
         n_iter[act[ended]] += 1
-        stop = np.zeros(act.size, dtype=bool)
-        stop[ended] = stop_e | (n_iter[act[ended]] >= max_iter)
-        conv = np.zeros(act.size, dtype=bool)
-        conv[ended] = stop_e & conv_e
+        stop = stop_alg | (n_iter[act[ended]] >= max_iter)
         if stop.any():
-            done = act[stop]
-            x_out[done], f_out[done], g_out[done] = st.x[stop], st.f[stop], st.g[stop]
-            converged[done] = conv[stop]
-            act = act[~stop]
-            st.keep(~stop)
-            ended = ended[~stop]
-        if ended.any():
-            st.start_iteration(ended, lo, hi)
+            rows = ended[stop]
+            done = act[rows]
+            x_out[done], f_out[done], g_out[done] = st.x[rows], st.f[rows], st.g[rows]
+            converged[done] = (stop_alg & conv)[stop]
+            end[:] = True
+            end[rows] = False  # now: the rows that go on
+            act = act[end]
+            st.keep(np.flatnonzero(end))
     return BatchResult(x=x_out, f=f_out, converged=converged, n_iter=n_iter)
