@@ -83,7 +83,7 @@ def test_renders_with_plots_and_no_console_errors(report, tmp_path):
 def test_dom_holds_the_plots_and_the_escaped_name(report, tmp_path):
     res = _run(["--dump-dom", report.as_uri()], tmp_path)
     dom = res.stdout
-    assert dom.count("<svg") == 3, res.stderr[-2000:]
+    assert dom.count("<svg") == 4, res.stderr[-2000:]  # loss vs N, residuals, curves, cost
     assert len(re.findall(r"<path\b", dom)) > 50
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
     assert "<script" not in dom.lower()

@@ -56,7 +56,7 @@ def test_user_text_is_escaped_everywhere(rendered):
     parser.feed(html)
     assert "script" not in parser.tags
     assert not any(k.startswith("on") for k, _ in parser.attrs)  # no event handlers
-    assert parser.tags.count("svg") == 3
+    assert parser.tags.count("svg") == 4  # loss vs N, its residuals, loss curves, cost
 
 
 def test_self_contained_no_external_resources(rendered):
@@ -143,6 +143,8 @@ def test_fit_parameters_intervals_and_holdout(rendered):
     ):
         assert want in law, want
     assert "<svg" in law and "uncertainty band" in law
+    # the residual panel is drawn by scalelab.laws.plots, the same code as `scalelab fit --plot`
+    assert 'id="residuals-0"' in law and "log residual (pred / measured)" in law
 
 
 def test_extra_sections_title_escaped_html_trusted(rendered):

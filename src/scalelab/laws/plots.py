@@ -1,8 +1,10 @@
 """Figures of a fitted law: data and law with its band, residuals, holdout, optimal frontier.
 
-Each function takes fitted objects and returns a Matplotlib Figure (Agg, no pyplot state), so the
-CLI can save it (`save_figure`). The study report draws its own law plot from the summary's fit
-record (`scalelab.report.plots.loss_vs_n_svg`).
+Each function takes fitted objects and draws on a Matplotlib Figure (no pyplot state), so the
+CLI can save it (`save_figure`). The study report reuses `draw_residuals` for its residual panel
+(`scalelab.report.plots.residuals_svg`); its loss-vs-N panel is its own
+(`scalelab.report.plots.loss_vs_n_svg`) because it also marks diverged rungs and draws the
+holdout of the largest rung from the summary record, and evaluates the law through `Law`.
 """
 
 from __future__ import annotations

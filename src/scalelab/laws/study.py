@@ -109,18 +109,11 @@ def _holdout_largest(law: Law, x: np.ndarray, y: np.ndarray) -> dict[str, Any] |
 def predict_band(fit: dict[str, Any], n_grid: Sequence[float],
                  level: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(point, lo, hi) of a fit record's power law on n_grid; lo/hi are NaN without samples."""
-    p = fit.get("params") or {}
     grid = np.asarray(n_grid, dtype=float)
-    if any(p.get(k) is None for k in NAMES):
-        nan = np.full(grid.shape, np.nan)
+    nan = np.full(grid.shape, np.nan)
+    if any((fit.get("params") or {}).get(k) is None for k in NAMES):
         return nan, nan.copy(), nan.copy()
-    point = p["E"] + p["A"] * grid ** -p["alpha"]
-    samples = fit.get("bootstrap_params")
-    if not samples:
-        nan = np.full(grid.shape, np.nan)
-        return point, nan, nan.copy()
-    E, A, alpha = (np.asarray(samples[k], dtype=float)[:, None] for k in NAMES)
-    curves = E + A * grid[None, :] ** -alpha
-    lvl = level or float(fit.get("level") or 0.95)
-    lo, hi = np.quantile(curves, [(1 - lvl) / 2, (1 + lvl) / 2], axis=0)
-    return point, lo, hi
+    pred = Law.from_summary(fit).predict(grid, level or float(fit.get("level") or 0.95))
+    if pred.lo is None:
+        return pred.point, nan, nan.copy()
+    return pred.point, pred.lo, pred.hi

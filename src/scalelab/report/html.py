@@ -201,6 +201,10 @@ def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str]) -> list[d
     return rows
 
 
+def _markup(svg: str | None) -> Markup | None:
+    return None if svg is None else Markup(svg)
+
+
 def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]) -> list[dict]:
     views = []
     for i, fit in enumerate(summary.get("fits") or []):
@@ -260,6 +264,7 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]) -
                 "holdout": holdout,
                 "level": (f"{level:.0%}" if level <= 1 else f"{level:.0f}%") if level else None,
                 "svg": Markup(plots.loss_vs_n_svg(rungs, fit)),
+                "residuals_svg": _markup(plots.residuals_svg(rungs, fit)),
             }
         )
     return views

@@ -24,6 +24,9 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
+from scalelab.errors import UserError
+from scalelab.laws.fit import Law
+from scalelab.laws.plots import draw_residuals
 from scalelab.values import finite
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "latency_median",
     "loss_curves_svg",
     "loss_vs_n_svg",
+    "residuals_svg",
     "rung_colors",
     "to_inline_svg",
 ]
@@ -116,17 +120,39 @@ def latency_of(rung: Mapping[str, Any], batch: str) -> tuple[float | None, float
 
 
 def eval_law(law: str, params: Mapping[str, Any], x: np.ndarray) -> np.ndarray | None:
-    """Evaluate a fitted law on ``x``; None for a law form this module does not know."""
-    p = {k: finite(v) for k, v in params.items()}
-    if law in ("power", "power_e", "saturating_power") and None not in (
-        p.get("E"),
-        p.get("A"),
-        p.get("alpha"),
-    ):
-        return p["E"] + p["A"] * np.power(x, -p["alpha"])
-    if law in ("power", "pure_power", "power_noe") and None not in (p.get("A"), p.get("alpha")):
-        return p["A"] * np.power(x, -p["alpha"])
-    return None
+    """A fitted one-input law on ``x``, through scalelab.laws; None if it cannot be evaluated."""
+    try:
+        fitted = Law.from_summary({"law": law, "params": dict(params)})
+    except UserError:
+        return None
+    if fitted.form_.n_inputs != 1:
+        return None
+    return fitted.predict(np.asarray(x, dtype=float)).point
+
+
+def residuals_svg(rungs: Sequence[Mapping[str, Any]], fit: Mapping[str, Any]) -> str | None:
+    """The fit's log residuals per finished rung, drawn by scalelab.laws.plots (as `fit --plot`).
+
+    None when the record cannot be evaluated (no params yet) or fewer than two rungs finished.
+    """
+    x_key, y_key = str(fit.get("x") or "n_nonembed"), str(fit.get("y") or "val_loss")
+    pts = [(finite(r.get(x_key)), finite(r.get(y_key))) for r in rungs
+           if r.get("status", "done") == "done"]
+    pts = [(x, y) for x, y in pts if x is not None and y is not None and x > 0 and y > 0]
+    if len(pts) < 2:
+        return None
+    try:
+        law = Law.from_summary(dict(fit))
+    except UserError:
+        return None
+    if law.form_.n_inputs != 1:
+        return None
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(9.5, 2.8))
+        ax = fig.add_subplot()
+        draw_residuals(ax, law, [p[0] for p in pts], [p[1] for p in pts])
+        ax.set_xlabel(_axis_name(x_key))
+        return to_inline_svg(fig)
 
 
 def rung_colors(n: int) -> list[str]:
