@@ -180,3 +180,50 @@ def test_help_has_an_example(capsys):
     for cmd in ("fit", "predict", "optimal"):
         code, out, _ = run_main([cmd, "--help"], capsys)
         assert code == 0 and "Example" in out
+
+
+def _bent_csv(path):
+    """Runs from a smoothly broken power law (it steepens at x_b = 1e6): a plain power law
+    fitted below the bend cannot predict above it."""
+    from scalelab.laws.forms import FORMS
+
+    x = np.geomspace(1e3, 1e9, 30)
+    form = FORMS["bnsl"]
+    theta = form.from_params([1.2, 30.0, 0.15, 0.4, 1e6, 0.5])
+    y = form.predict(theta, np.log(x)[:, None])[0]
+    y = y * np.exp(np.random.default_rng(5).normal(0.0, 0.002, len(y)))
+    return _csv(path, [[a, b] for a, b in zip(x, y, strict=True)], "N,loss")
+
+
+def test_compare_ranks_laws_by_holdout_error(tmp_path, capsys):
+    path = _bent_csv(tmp_path / "bent.csv")
+    code, out, err = run_main(["fit", path, "--law", "power", "--x", "N", "--compare", "bnsl",
+                               "--holdout", "largest:5", "--bootstrap", "0", "--out",
+                               tmp_path / "fit.json"], capsys)
+    assert code == 0, err
+    fit = json.loads((tmp_path / "fit.json").read_text())
+    assert fit["law"] == "power"  # the reported fit is still --law
+    ranking = fit["comparison"]["ranking"]
+    assert fit["comparison"]["rule"] == "largest:5"
+    assert [r["law"] for r in ranking] == ["bnsl", "power"]
+    errors = [r["holdout_mean_abs_rel_error"] for r in ranking]
+    assert errors[0] < 0.01 < errors[1]
+    # the --law row is the same holdout as the fit's own
+    assert ranking[1]["holdout_mean_abs_rel_error"] == pytest.approx(
+        fit["holdout"]["mean_abs_rel_error"], rel=1e-6)
+    assert "laws ranked by holdout largest:5" in out
+
+
+@pytest.mark.parametrize("extra, pattern", [
+    (["--compare", "chinchilla"], "compare laws with the same inputs"),
+    (["--compare", "bnsl", "--holdout", "none"], "give a --holdout rule"),
+    (["--compare", "nope"], "unknown law 'nope'"),
+])
+def test_compare_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, extra, pattern):
+    path = _bent_csv(tmp_path / "bent.csv")
+    code, _, err = run_main(["fit", path, "--law", "power", "--x", "N", "--bootstrap", "0",
+                             "--out", tmp_path / "fit.json", *extra], capsys)
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and pattern in lines[0], err
+    assert not (tmp_path / "fit.json").exists()  # refused before fitting or writing anything

@@ -147,3 +147,6 @@ def test_compare_forms_prefers_the_bending_law_on_bent_data():
     ranked = compare_forms(x, y, ["power", "bnsl"], rule="largest:5")
     assert ranked[0]["law"] == "bnsl"
     assert ranked[0]["holdout_mean_abs_rel_error"] < ranked[1]["holdout_mean_abs_rel_error"]
+    loso = compare_forms(x[::2], y[::2], ["power", "bnsl"], rule="loso")
+    assert loso[0]["law"] == "bnsl" and loso[0]["params"] is None
+    assert loso[0]["holdout_mean_abs_rel_error"] < loso[1]["holdout_mean_abs_rel_error"]

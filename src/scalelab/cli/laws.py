@@ -28,11 +28,16 @@ only the N column.
 Holdout rules: largest:K (hold out the K largest sizes; default largest:1), smallest:K (fit on
 the K smallest sizes), below:V (fit on sizes < V), loso (leave one size out), none.
 
+--compare LAW,LAW,... also fits those laws (same inputs as --law) with the same holdout rule,
+without a bootstrap, and ranks all of them by mean absolute holdout error; the ranking goes into
+fit.json as "comparison". The fitted law reported is still --law.
+
 Examples (the Chinchilla data of Epoch's replication; a study):
 
     scalelab fit chinchilla.csv --law chinchilla --x "Model Size" --y loss \\
         --flops-col "Training FLOP" --drop-highest 5 --out fit.json --plot fit.svg
     scalelab fit studies/default --law power --out fit.json
+    scalelab fit runs.csv --law power --x N --compare bnsl --holdout largest:3
 """
 
 PREDICT_HELP = """Predict the loss of a fitted law (a fit.json) at given sizes, with its interval.
@@ -161,6 +166,8 @@ def fit(
     holdout: str = typer.Option("largest:1", help="largest:K, smallest:K, below:V, loso, none."),
     out: Path = typer.Option(None, help="Write the fit as JSON here (fit.json)."),
     plot: Path = typer.Option(None, help="Write fit, residual and holdout plots (.svg/.png)."),
+    compare: str = typer.Option(None, help="Other laws to rank against --law by holdout error, "
+                                "comma-separated (e.g. bnsl)."),
 ) -> None:
     from scalelab.laws import Law
     from scalelab.laws.data import load_dataset
@@ -173,6 +180,7 @@ def fit(
         raise UserError(f"--loss must be huber or lsq, not {loss!r}")
     if bootstrap < 0 or not 0 < level < 1 or not delta > 0:
         raise UserError("--bootstrap must be >= 0, --level in (0, 1) and --delta > 0")
+    rivals = _rivals(form, compare, holdout)
     cols = [c.strip() for c in x.split(",")] if x else None
     ds = load_dataset(data, form, x=cols, y=y, flops=flops_col, k=k, drop_highest=drop_highest)
     model = Law(form.name, loss=loss, delta=delta, bootstrap=bootstrap, level=level, seed=seed,
@@ -187,6 +195,14 @@ def fit(
     if flops_col:
         summary["flops"] = {"column": flops_col, "k": k}
     _print_fit(summary)
+    if rivals:
+        from scalelab.laws import compare_forms
+
+        with console.status(f"comparing {', '.join(rivals)} by holdout {holdout}..."):
+            ranking = compare_forms(ds.X, ds.y, rivals, holdout, loss=loss, delta=delta,
+                                    x_names=ds.x_names, y_name=ds.y_name)
+        summary["comparison"] = {"rule": holdout, "ranking": ranking}
+        console.print(_ranking_table(ranking, holdout))
     if out:
         _write_json(out, summary)
         console.print(f"wrote {out}")
@@ -195,6 +211,37 @@ def fit(
 
         save_figure(fit_figure(model, ds.X, ds.y, ho), plot)
         console.print(f"wrote {plot}")
+
+
+def _rivals(form, compare: str | None, rule: str) -> list[str]:
+    """The laws to rank (--law first, then --compare's), checked before any fitting."""
+    from scalelab.laws.forms import get_form
+
+    if not compare:
+        return []
+    if rule == "none":
+        raise UserError("--compare ranks laws by holdout error; give a --holdout rule, not none")
+    names = [form.name]
+    for name in (c.strip() for c in compare.split(",")):
+        other = get_form(name)
+        if other.roles != form.roles:
+            raise UserError(f"--compare {name}: law {name!r} takes inputs "
+                            f"({', '.join(other.roles)}), law {form.name!r} takes "
+                            f"({', '.join(form.roles)}); compare laws with the same inputs")
+        if name not in names:
+            names.append(name)
+    return names
+
+
+def _ranking_table(ranking: list[dict], rule: str) -> Table:
+    table = Table(title=f"laws ranked by holdout {rule}", title_justify="left")
+    for col in ("rank", "law", "mean |rel. error|", "mean rel. error", "on a bound"):
+        table.add_column(col, justify="left" if col in ("law", "on a bound") else "right")
+    for i, row in enumerate(ranking, 1):
+        table.add_row(str(i), row["law"], f"{100 * row['holdout_mean_abs_rel_error']:.2f}%",
+                      f"{100 * row['holdout_mean_rel_error']:+.2f}%",
+                      ", ".join(row["on_bound"] or []))
+    return table
 
 
 def _logs(ds):

@@ -116,11 +116,21 @@ def leave_one_size_out(law: Law, X: Any, y: Any) -> dict[str, Any]:
 
 def compare_forms(X: Any, y: Any, forms: Sequence[str], rule: str = "largest:1",
                   **settings: Any) -> list[dict[str, Any]]:
-    """Fit each form on the same data; rank them by holdout error (best first)."""
+    """Fit each form on the same data; rank them by holdout error (best first).
+
+    `rule` is a holdout rule (largest:K, smallest:K, below:V) or "loso"; `settings` go to every
+    `Law` (loss, delta, x_names, ...). Every form is fitted without a bootstrap: the ranking
+    needs the holdout errors only. With "loso" a row has no params (one fit per size).
+    """
     rows = []
     for name in forms:
-        law = Law(name, bootstrap=0, **settings)
-        ho = holdout(law, X, y, rule)
+        law = Law(name, **{**settings, "bootstrap": 0})
+        if rule == "loso":
+            ho = leave_one_size_out(law, X, y)
+            ho.update(mean_rel_error=float(np.mean([f["mean_rel_error"] for f in ho["folds"]])),
+                      params=None, on_bound=None)
+        else:
+            ho = holdout(law, X, y, rule)
         rows.append({"law": name, "holdout_mean_abs_rel_error": ho["mean_abs_rel_error"],
                      "holdout_mean_rel_error": ho["mean_rel_error"], "params": ho["params"],
                      "on_bound": ho["on_bound"]})
