@@ -68,3 +68,17 @@ def test_batched_lbfgs_respects_bounds_like_scipy():
                    jac=True, method="L-BFGS-B", bounds=list(zip(lo, hi, strict=True)))
     assert np.all(res.x <= hi + 1e-12) and np.all(res.x >= lo - 1e-12)
     np.testing.assert_allclose(res.x, np.tile(ref.x, (50, 1)), atol=1e-4)
+
+
+def test_batched_lbfgs_each_problem_runs_as_if_alone():
+    # Problems are not held in lockstep (one backtracking does not stall the others), and the
+    # batch must not change any problem's path: batched and one-at-a-time runs agree.
+    lo, hi = np.full(2, -5.0), np.full(2, 5.0)
+    starts = np.random.default_rng(2).uniform(-3, 3, size=(25, 2))
+    together = batched_lbfgs(_rosenbrock, starts, lo, hi, gtol=1e-9, ftol=1e-15)
+    for i, x0 in enumerate(starts):
+        alone = batched_lbfgs(_rosenbrock, x0[None], lo, hi, gtol=1e-9, ftol=1e-15)
+        np.testing.assert_allclose(alone.x[0], together.x[i], rtol=1e-12, atol=1e-14)
+        assert alone.n_iter[0] == together.n_iter[i]
+    assert together.converged.all() and len(set(together.n_iter)) > 1
+
