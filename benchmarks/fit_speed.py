@@ -23,11 +23,11 @@ picks how that loop is written:
   analytic               as numpy, but with scalelab's analytic gradient (Objective.scalar),
                          so SciPy does one objective call per evaluation instead of six.
 
-Measured once each on the 2-core development machine (shared with a concurrent test suite; one
-BLAS thread; SciPy 1.17.1, NumPy 2.4.6), all 4,500 starts, no extrapolation: replication
-80.5 s vs ours 1.71 s, ratio 47x; numpy 59.3 s vs ours 1.75 s, ratio 34x. Both reached the
-reference optimum (E 1.8172, A ~478, B ~2143, alpha 0.34731, beta 0.3672). These are single
-runs on a shared machine: take them to +-20% or so. The JSON's "ratio" is the measurement.
+Measured on the 2-core development machine (one BLAS thread; SciPy 1.17.1, NumPy 2.4.6), all
+4,500 starts, no extrapolation: replication 61.9 s vs ours 0.76 s (median of 5; the five took
+0.75-0.95 s), ratio 81x. Both reached the reference optimum (E 1.8172, A ~478, B ~2143, alpha
+0.34731, beta 0.3672). Timings on a shared machine move by +-20% or so from run to run; the
+JSON's "ratio" is the measurement.
 
     python benchmarks/fit_speed.py [--json OUT] [--baseline replication|numpy|analytic]
                                    [--scipy-starts N]
@@ -44,8 +44,9 @@ import os
 # calls BLAS/LAPACK on 5x5 matrices every iteration; with several OpenBLAS threads on a busy
 # machine each call pays for thread hand-offs, which made the SciPy loop ~6x slower here (numpy
 # baseline: 369 s with the default threads vs 59 s with one; a benchmark artifact, not a
-# property of the baseline). Our fit parallelizes with its own threads and took 1.4-1.9 s
-# either way. Set OPENBLAS_NUM_THREADS yourself to measure another setting.
+# property of the baseline). Our fit parallelizes with its own threads and takes about the same
+# time either way (0.71-0.76 s with default threads, 0.76-0.83 s with one, in one comparison).
+# Set OPENBLAS_NUM_THREADS yourself to measure another setting.
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
