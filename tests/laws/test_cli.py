@@ -227,3 +227,14 @@ def test_compare_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, extra, 
     lines = err.strip().splitlines()
     assert len(lines) == 1 and pattern in lines[0], err
     assert not (tmp_path / "fit.json").exists()  # refused before fitting or writing anything
+
+
+def test_leave_one_size_out_through_the_cli(tmp_path, capsys):
+    path = _bent_csv(tmp_path / "bent.csv")
+    code, out, err = run_main(["fit", path, "--law", "power", "--x", "N", "--bootstrap", "0",
+                               "--holdout", "loso", "--out", tmp_path / "fit.json"], capsys)
+    assert code == 0, err
+    ho = json.loads((tmp_path / "fit.json").read_text())["holdout"]
+    assert ho["rule"] == "loso" and ho["n_folds"] == len(ho["folds"]) == 30
+    assert ho["mean_abs_rel_error"] >= abs(ho["mean_rel_error"]) > 0
+    assert "each of 30 sizes predicted from the others" in out

@@ -137,11 +137,13 @@ def _print_fit(summary: dict) -> None:
                   f"{st['reached_best']}/{st['n']} starts reached the optimum"
                   + ("; [bold red]starts disagree on the optimum[/]" if st["disagree"] else ""))
     ho = summary.get("holdout")
-    if ho and "mean_abs_rel_error" in ho:
-        n_fit, n_test = ho.get("n_fit", "?"), ho.get("n_test", sum(f["n_test"]
-                                                                     for f in ho.get("folds", [])))
-        console.print(f"holdout {ho['rule']}: fit on {n_fit}, predict {n_test}: mean relative "
-                      f"error {100 * ho.get('mean_rel_error', float('nan')):+.2f}%, "
+    if ho and ho.get("rule") == "loso":
+        console.print(f"holdout loso: each of {ho['n_folds']} sizes predicted from the others: "
+                      f"mean relative error {100 * ho['mean_rel_error']:+.2f}%, "
+                      f"mean |error| {100 * ho['mean_abs_rel_error']:.2f}%")
+    elif ho and "mean_abs_rel_error" in ho:
+        console.print(f"holdout {ho['rule']}: fit on {ho['n_fit']}, predict {ho['n_test']}: "
+                      f"mean relative error {100 * ho['mean_rel_error']:+.2f}%, "
                       f"mean |error| {100 * ho['mean_abs_rel_error']:.2f}%")
     elif ho:
         console.print(f"holdout skipped: {ho['skipped']}")
