@@ -232,9 +232,11 @@ def test_compare_bad_input_is_one_line_and_exit_code_2(tmp_path, capsys, extra, 
 def test_leave_one_size_out_through_the_cli(tmp_path, capsys):
     path = _bent_csv(tmp_path / "bent.csv")
     code, out, err = run_main(["fit", path, "--law", "power", "--x", "N", "--bootstrap", "0",
-                               "--holdout", "loso", "--out", tmp_path / "fit.json"], capsys)
+                               "--holdout", "loso", "--out", tmp_path / "fit.json", "--plot",
+                               tmp_path / "fit.png"], capsys)
     assert code == 0, err
     ho = json.loads((tmp_path / "fit.json").read_text())["holdout"]
     assert ho["rule"] == "loso" and ho["n_folds"] == len(ho["folds"]) == 30
     assert ho["mean_abs_rel_error"] >= abs(ho["mean_rel_error"]) > 0
     assert "each of 30 sizes predicted from the others" in out
+    assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -80,22 +80,29 @@ def draw_residuals(ax: Any, law: Law, X: Any, y: Any) -> None:
 
 
 def draw_holdout(ax: Any, holdout: dict[str, Any] | None) -> None:
-    """Relative error of each held-out run's prediction (fit on the smaller sizes only)."""
-    pts = (holdout or {}).get("points") or []
-    if not pts:
-        reason = (holdout or {}).get("skipped", "no holdout")
-        ax.text(0.5, 0.5, reason, ha="center", va="center", transform=ax.transAxes, wrap=True)
-        ax.set_axis_off()
-        return
-    size = np.array([p["x"] if np.isscalar(p["x"]) else p["x"][0] for p in pts])
-    rel = np.array([p["rel_error"] for p in pts]) * 100
+    """Relative error of each held-out prediction (fit on the smaller sizes only); for
+    leave-one-size-out, the mean error of each size predicted from all the others."""
+    ho = holdout or {}
+    if ho.get("rule") == "loso":
+        size = np.array([f["size"] for f in ho["folds"]])
+        rel = np.array([f["mean_rel_error"] for f in ho["folds"]]) * 100
+        title = f"leave one size out: mean |err| {100 * ho['mean_abs_rel_error']:.2f}%"
+    else:
+        pts = ho.get("points") or []
+        if not pts:
+            ax.text(0.5, 0.5, ho.get("skipped", "no holdout"), ha="center", va="center",
+                    transform=ax.transAxes, wrap=True)
+            ax.set_axis_off()
+            return
+        size = np.array([p["x"] if np.isscalar(p["x"]) else p["x"][0] for p in pts])
+        rel = np.array([p["rel_error"] for p in pts]) * 100
+        title = f"holdout {ho['rule']}: mean |err| {100 * ho['mean_abs_rel_error']:.2f}%"
     ax.axhline(0.0, color=LAW, lw=1)
     ax.plot(size, rel, "o", color=HELD, ms=5)
     ax.set_xscale("log")
     ax.set_xlabel("size of held-out run")
     ax.set_ylabel("relative error of prediction, %")
-    ax.set_title(f"holdout {holdout['rule']}: mean |err| "
-                 f"{100 * holdout['mean_abs_rel_error']:.2f}%", fontsize=9)
+    ax.set_title(title, fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
 
 
