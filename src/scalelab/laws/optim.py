@@ -80,7 +80,6 @@ class _State:
         self.y = np.zeros((n, memory, p))
         self.rho = np.zeros((n, memory))
         self.gamma = np.ones(n)
-        self.restart = np.ones(n, dtype=bool)  # next direction is steepest descent
         self.d = np.zeros((n, p))  # search direction of the current iteration
         self.t = np.zeros(n)  # current trial step
         self.steep = np.zeros(n, dtype=bool)  # the direction is steepest descent
@@ -132,7 +131,7 @@ class _State:
 
         self.x[i], self.f[i], self.g[i] = x_new, f_new, g_new
         self.s[i], self.y[i], self.rho[i], self.gamma[i] = s_hist, y_hist, rho, gamma
-        self.restart[i], self.d[i], self.steep[i], self.t[i] = restart, d, steep, t
+        self.d[i], self.steep[i], self.t[i] = d, steep, t
         self.trials[i], self.shrunk[i], self.found[i] = 0, False, False
         return stop, pg_small | ok
 
@@ -209,8 +208,8 @@ def batched_lbfgs(
             done = act[rows]
             x_out[done], f_out[done], g_out[done] = st.x[rows], st.f[rows], st.g[rows]
             converged[done] = (stop_alg & conv)[stop]
-            end[:] = True
-            end[rows] = False  # now: the rows that go on
-            act = act[end]
-            st.keep(np.flatnonzero(end))
+            going = np.ones(act.size, dtype=bool)
+            going[rows] = False
+            act = act[going]
+            st.keep(np.flatnonzero(going))
     return BatchResult(x=x_out, f=f_out, converged=converged, n_iter=n_iter)
