@@ -79,10 +79,15 @@ class Objective:
         if len(theta) <= step:
             return self._chunk(theta, rows)
         f, g = np.empty(len(theta)), np.empty_like(theta)
-        starts = iter(range(0, len(theta), step))  # shared: next() on it is atomic under the GIL
+        starts = iter(range(0, len(theta), step))  # shared by the threads, behind a lock
+        lock = threading.Lock()
 
         def work() -> None:  # take chunks until none are left
-            for i in starts:
+            while True:
+                with lock:
+                    i = next(starts, None)
+                if i is None:
+                    return
                 f[i : i + step], g[i : i + step] = self._chunk(theta[i : i + step],
                                                              rows[i : i + step])
 
