@@ -23,11 +23,11 @@ picks how that loop is written:
   analytic               as numpy, but with scalelab's analytic gradient (Objective.scalar),
                          so SciPy does one objective call per evaluation instead of six.
 
-Measured on the 2-core development machine (one BLAS thread; SciPy 1.17.1, NumPy 2.4.6), all
-4,500 starts, no extrapolation: replication 61.9 s vs ours 0.76 s (median of 5; the five took
-0.75-0.95 s), ratio 81x. Both reached the reference optimum (E 1.8172, A ~478, B ~2143, alpha
-0.34731, beta 0.3672). Timings on a shared machine move by +-20% or so from run to run; the
-JSON's "ratio" is the measurement.
+Measured on the 2-core development machine (SciPy 1.17.1, NumPy 2.4.6), all 4,500 starts, no
+extrapolation, four runs of the current code: replication 54-62 s vs ours 0.76-0.90 s (each a
+median of 5), ratios 64x to 81x; on the last, 54.6 s vs 0.79 s, 69x. Both reached the reference
+optimum (E 1.8172, A ~478, B ~2143, alpha 0.34731, beta 0.3672). Timings on a shared machine
+move by +-20% or so from run to run; the JSON's "ratio" is the measurement.
 
     python benchmarks/fit_speed.py [--json OUT] [--baseline replication|numpy|analytic]
                                    [--scipy-starts N]
