@@ -3,9 +3,9 @@
 Evaluated for a whole batch of parameter vectors at once, in chunks of rows so the (rows x runs)
 temporaries stay in the CPU cache (a 4,500 x 240 batch in one piece is ~6x slower, it streams
 through memory), and the chunks are spread over threads (NumPy releases the GIL inside ufuncs).
-The temporaries live in per-thread workspaces reused from call to call: freshly allocated
-256 KiB arrays come from mmap, and their page faults cost more than the arithmetic (measured: up
-to 10,000 faults and 3x the time per 4,500-row evaluation, erratically, with glibc's malloc).
+The temporaries live in per-thread workspaces reused from call to call: freshly allocated arrays
+of this size come from mmap, and their page faults cost more than the arithmetic (measured: up
+to 13,800 faults and 2-3x the time per 4,500-row evaluation, erratically, with glibc's malloc).
 """
 
 from __future__ import annotations
