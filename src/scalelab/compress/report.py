@@ -133,6 +133,13 @@ def frontier_svg(summary: Mapping[str, Any], batch: str) -> str:
         return to_inline_svg(fig)
 
 
+def _finetune(st: Mapping[str, Any], ex: Mapping[str, Any]) -> str:
+    """The recovery fine-tune clause of a variant's note, or nothing."""
+    if not st.get("finetune"):
+        return ""
+    return f"; recovery fine-tune {ex.get('finetune_tokens'):,} tokens"
+
+
 def _notes(v: Mapping[str, Any]) -> str:
     ex = v.get("extra") or {}
     st = v.get("settings") or {}
@@ -148,17 +155,11 @@ def _notes(v: Mapping[str, Any]) -> str:
                 "file; dense kernels: no speedup claimed")
     if meth == "prune":
         s = st.get("structure") or {}
-        txt = (f"heads per layer {ex.get('heads_before')} → {s.get('heads')}, MLP channels "
-               f"{ex.get('ffn_before')} → {s.get('ffn')}")
-        if st.get("finetune"):
-            txt += f"; recovery fine-tune {ex.get('finetune_tokens'):,} tokens"
-        return txt
+        return (f"heads per layer {ex.get('heads_before')} → {s.get('heads')}, MLP channels "
+                f"{ex.get('ffn_before')} → {s.get('ffn')}" + _finetune(st, ex))
     if meth == "lowrank":
-        txt = (f"rank fraction {st.get('rank_fraction')}, "
-               f"{ex.get('factored_layers')} layers factored")
-        if st.get("finetune"):
-            txt += f"; recovery fine-tune {ex.get('finetune_tokens'):,} tokens"
-        return txt
+        return (f"rank fraction {st.get('rank_fraction')}, "
+                f"{ex.get('factored_layers')} layers factored" + _finetune(st, ex))
     if meth == "distill":
         return (f"student of rung {ex.get('teacher_rung')} with rung "
                 f"{ex.get('student_rung')}'s shape")

@@ -21,7 +21,7 @@ import yaml
 from markupsafe import Markup, escape
 
 from scalelab.report import plots
-from scalelab.report.plots import fmt_count, latency_batches, latency_of
+from scalelab.report.plots import fmt_count, latency_batches, latency_of, scaled
 from scalelab.values import finite
 
 __all__ = ["build_report_html", "render_report"]
@@ -36,16 +36,9 @@ def fmt_flops(v: Any) -> str:
     f = finite(v)
     if f is None:
         return "—"
-    for div, unit in (
-        (1e18, "EFLOP"),
-        (1e15, "PFLOP"),
-        (1e12, "TFLOP"),
-        (1e9, "GFLOP"),
-        (1e6, "MFLOP"),
-    ):
-        if abs(f) >= div:
-            return f"{f / div:.3g} {unit}"
-    return f"{f:.3g} FLOP"
+    units = ((1e18, " EFLOP"), (1e15, " PFLOP"), (1e12, " TFLOP"), (1e9, " GFLOP"),
+             (1e6, " MFLOP"))
+    return scaled(f, units) or f"{f:.3g} FLOP"
 
 
 def fmt_flops_rate(v: Any) -> str:
@@ -57,10 +50,7 @@ def fmt_bytes(v: Any) -> str:
     f = finite(v)
     if f is None:
         return "—"
-    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "kB")):
-        if abs(f) >= div:
-            return f"{f / div:.3g} {unit}"
-    return f"{int(f)} B"
+    return scaled(f, ((1e12, " TB"), (1e9, " GB"), (1e6, " MB"), (1e3, " kB"))) or f"{int(f)} B"
 
 
 def fmt_seconds(v: Any) -> str:

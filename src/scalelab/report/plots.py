@@ -38,6 +38,7 @@ __all__ = [
     "loss_vs_n_svg",
     "residuals_svg",
     "rung_colors",
+    "scaled",
     "to_inline_svg",
 ]
 
@@ -81,10 +82,17 @@ def fmt_count(n: Any) -> str:
     f = finite(n)
     if f is None:
         return "—"
-    for div, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+    return scaled(f, ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))) or (
+        f"{f:.3g}" if f != int(f) else str(int(f)))
+
+
+def scaled(f: float, units: Sequence[tuple[float, str]]) -> str | None:
+    """f in the largest of `units` (divisor, suffix; largest first) it reaches, to 3 significant
+    digits; None when it is below the smallest."""
+    for div, unit in units:
         if abs(f) >= div:
             return f"{f / div:.3g}{unit}"
-    return f"{f:.3g}" if f != int(f) else str(int(f))
+    return None
 
 
 def latency_median(value: Any) -> tuple[float | None, float | None]:
@@ -130,15 +138,21 @@ def eval_law(law: str, params: Mapping[str, Any], x: np.ndarray) -> np.ndarray |
     return fitted.predict(np.asarray(x, dtype=float)).point
 
 
+def _finished_points(rungs: Sequence[Mapping[str, Any]], x_key: str,
+                     y_key: str) -> list[tuple[float, float]]:
+    """(x, y) of the finished rungs whose x and y are both positive numbers."""
+    pts = [(finite(r.get(x_key)), finite(r.get(y_key))) for r in rungs
+           if r.get("status", "done") == "done"]
+    return [(x, y) for x, y in pts if x is not None and y is not None and x > 0 and y > 0]
+
+
 def residuals_svg(rungs: Sequence[Mapping[str, Any]], fit: Mapping[str, Any]) -> str | None:
     """The fit's log residuals per finished rung, drawn by scalelab.laws.plots (as `fit --plot`).
 
     None when the record cannot be evaluated (no params yet) or fewer than two rungs finished.
     """
     x_key, y_key = str(fit.get("x") or "n_nonembed"), str(fit.get("y") or "val_loss")
-    pts = [(finite(r.get(x_key)), finite(r.get(y_key))) for r in rungs
-           if r.get("status", "done") == "done"]
-    pts = [(x, y) for x, y in pts if x is not None and y is not None and x > 0 and y > 0]
+    pts = _finished_points(rungs, x_key, y_key)
     if len(pts) < 2:
         return None
     try:
@@ -270,9 +284,7 @@ def loss_vs_n_svg(
     if fit is not None:
         x_key = str(fit.get("x") or x_key)
         y_key = str(fit.get("y") or y_key)
-    done = [r for r in rungs if r.get("status", "done") == "done"]
-    pts = [(finite(r.get(x_key)), finite(r.get(y_key)), r) for r in done]
-    pts = [(x, y, r) for x, y, r in pts if x is not None and y is not None and x > 0 and y > 0]
+    pts = _finished_points(rungs, x_key, y_key)
     bad = [
         (finite(r.get(x_key)), finite(r.get(y_key)))
         for r in rungs
