@@ -9,6 +9,8 @@ from pathlib import Path
 
 import yaml
 
+# Reference data kept in the repository (sources and licences: tests/data/README.md).
+DATA = Path(__file__).resolve().parent / "data"
 TINY = {
     "name": "tiny",
     "family": {"block_size": 32},

@@ -2,13 +2,20 @@
 
 Exporter decision: torch 2.13's `torch.onnx.export` defaults to the torch.export-based ("dynamo")
 exporter, which needs `onnxscript`; the TorchScript exporter (`dynamo=False`) still works but is
-deprecated. We use the dynamo exporter with a dynamic batch dimension (the sequence length is
-fixed at the model's block size) and fall back to the TorchScript one only when it fails, saying
-which one wrote the file. On this machine both reproduce the PyTorch logits to about 3e-7 (fp32);
-the dynamo exporter takes a few seconds per model, the TorchScript one well under a second.
+deprecated. We use the dynamo exporter with a dynamic batch dimension (every other dimension is
+fixed at the example's: a GPT's sequence length is its block size) and fall back to the
+TorchScript one only when it fails, saying which one wrote the file. On this machine both
+reproduce the PyTorch logits to about 3e-7 (fp32); the dynamo exporter takes a few seconds per
+model, the TorchScript one well under a second. The dynamic batch is given positionally
+(`dynamic_shapes=({0: batch},)`), so it works whatever the forward's argument is called (a GPT's
+`idx`, an MLP's `x`).
 
-The graph has one input, `idx` (int64, batch x block_size), and one output, `logits`
-(float32, batch x block_size x vocab).
+Inputs: the export's example is `task.example_input(batch)`, the one source of model inputs
+(token ids for sequence tasks, float32 examples for vector and image tasks); nothing here makes up
+inputs. The graph has one input and one output whose names are kept from the GPT-only version for
+the files people already deploy: `idx` (int64 token ids, batch x block_size; or float32 features,
+batch x input shape) and `logits` (float32: batch x block_size x vocab; batch x classes; batch x 1
+for regression).
 """
 
 from __future__ import annotations
@@ -17,18 +24,22 @@ import contextlib
 import io
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from scalelab.errors import UserError
+from scalelab.tasks.base import Task
 
 ONNX_TOLERANCE = 1e-3  # max abs logit difference an fp32 export must stay under
+EXPORT_BATCH = 2  # batch of the traced example: >= 2, so the exporters keep the batch symbolic
 
 
-def _require_onnx() -> None:
+def require_onnx() -> None:
     try:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
@@ -38,7 +49,7 @@ def _require_onnx() -> None:
 
 
 @contextlib.contextmanager
-def _quiet():
+def quiet() -> Iterator[None]:
     """The exporters print progress and deprecation notes; keep the CLI's output ours."""
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "")]
     levels = [lg.level for lg in loggers]
@@ -53,32 +64,43 @@ def _quiet():
             lg.setLevel(level)
 
 
-def export_onnx(model: nn.Module, path: str | Path, block_size: int, vocab_size: int) -> str:
-    """Write `model` (fp32, CPU) as ONNX with a dynamic batch; returns the exporter used."""
-    _require_onnx()
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
+
+
+def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor) -> str:
+    """Write `model` (fp32, CPU) as ONNX with a dynamic batch, traced on `example` (a batch of
+    `task.example_input`, batch size >= 2 so the batch stays symbolic); returns the exporter used.
+    A model neither exporter can write is a UserError (one line)."""
+    require_onnx()
     path = Path(path)
     model = model.eval()
-    example = (torch.randint(0, vocab_size, (2, block_size)),)
+    args = (example.cpu(),)
     try:
-        with _quiet():
+        with quiet():
             torch.onnx.export(
-                model, example, str(path), input_names=["idx"], output_names=["logits"],
+                model, args, str(path), input_names=["idx"], output_names=["logits"],
                 dynamo=True, external_data=False, verbose=False,
-                dynamic_shapes={"idx": {0: torch.export.Dim("batch", min=1, max=65536)}},
+                dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},),
             )
         return "dynamo"
     except Exception:  # noqa: BLE001 - any failure of the new exporter: try the old one
-        with _quiet():
-            torch.onnx.export(
-                model, example, str(path), input_names=["idx"], output_names=["logits"],
-                dynamo=False, dynamic_axes={"idx": {0: "batch"}, "logits": {0: "batch"}},
-            )
+        try:
+            with quiet():
+                torch.onnx.export(
+                    model, args, str(path), input_names=["idx"], output_names=["logits"],
+                    dynamo=False, dynamic_axes={"idx": {0: "batch"}, "logits": {0: "batch"}},
+                )
+        except Exception as err:  # noqa: BLE001 - both exporters failed: the user's model
+            raise UserError(f"ONNX export of this {type(model).__name__} failed with both "
+                            f"exporters: {_one_line(err)}") from None
         return "torchscript"
 
 
-def ort_session(path: str | Path):
+def ort_session(path: str | Path) -> Any:
     """An ONNX Runtime CPU session using as many threads as torch does (fair latency)."""
-    _require_onnx()
+    require_onnx()
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -88,32 +110,43 @@ def ort_session(path: str | Path):
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
 
+# ONNX tensor element types of the graph input -> the numpy dtype fed to the session.
+_ORT_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
+                     "tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
 class OrtModule(nn.Module):
     """An ONNX Runtime session behind the nn.Module call interface, so the measurement harness
-    (eval_loss, latency_ms) runs it exactly as it runs a PyTorch model. CPU only."""
+    (`measure_model`: the task's evaluation, latency) runs it exactly as it runs a PyTorch model.
+    CPU only. Inputs are converted to the graph input's type (int64 ids or float32 features)."""
 
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = str(path)
         self.session = ort_session(path)
-        self.input_name = self.session.get_inputs()[0].name
+        graph_input = self.session.get_inputs()[0]
+        self.input_name = graph_input.name
+        self.input_dtype = _ORT_INPUT_DTYPES.get(graph_input.type, np.float32)
 
-    def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = idx.detach().cpu().numpy().astype(np.int64, copy=False)
-        out = self.session.run(None, {self.input_name: x})[0]
-        return torch.from_numpy(out).to(idx.device)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feed = x.detach().cpu().numpy().astype(self.input_dtype, copy=False)
+        out = self.session.run(None, {self.input_name: feed})[0]
+        return torch.from_numpy(out).to(x.device)
 
 
 @torch.no_grad()
-def max_abs_logit_diff(reference: nn.Module, candidate: nn.Module, block_size: int,
-                       vocab_size: int, batches: tuple[int, ...] = (1, 5), seed: int = 0) -> float:
-    """Largest absolute logit difference over fixed random inputs of a few batch sizes."""
+def max_abs_logit_diff(reference: nn.Module, candidate: nn.Module, task: Task,
+                       batches: tuple[int, ...] = (1, 5)) -> float:
+    """Largest absolute output difference over `task.example_input` at a few batch sizes."""
     reference = reference.eval()
-    gen = torch.Generator().manual_seed(seed)
     worst = 0.0
     for b in batches:
-        x = torch.randint(0, vocab_size, (b, block_size), generator=gen)
+        x = task.example_input(b)
         ref = reference(x).float()
         got = candidate(x).float()
         worst = max(worst, (ref - got).abs().max().item())
     return worst
+
+
+__all__ = ["EXPORT_BATCH", "ONNX_TOLERANCE", "OrtModule", "export_onnx", "max_abs_logit_diff",
+           "ort_session", "quiet", "require_onnx"]

@@ -15,7 +15,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -26,15 +25,25 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class TaskSpec(_Strict):
-    name: Literal["pycode"] = "pycode"
-    root: str | None = Field(None, description="corpus folder; default: this Python's stdlib")
+class _Named(BaseModel):
+    """A task or family: its registry name plus that task's or family's own options (any other
+    keys). The options are checked by the task or family itself (`parse_options`) when the study
+    resolves the spec, before anything runs or is written."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field(min_length=1)
+
+    @property
+    def options(self) -> dict:
+        return dict(self.model_extra or {})
 
 
-class FamilySpec(_Strict):
-    name: Literal["gpt"] = "gpt"
-    block_size: int = Field(64, gt=1)
-    share_layers: bool = False
+class TaskSpec(_Named):
+    name: str = "pycode"
+
+
+class FamilySpec(_Named):
+    name: str = "gpt"
 
 
 class LadderSpec(_Strict):
@@ -59,8 +68,9 @@ class LadderSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    """One rung's training. Token budget: `tokens` per rung, or `tokens_per_param` × n_nonembed
-    when that is set. The learning rate follows `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent`
+    """One rung's training. Budget D: `tokens` per rung, or `tokens_per_param` × n_nonembed
+    when that is set; both count the task's unit of D (bytes or tokens for text, examples for
+    tabular data and images). The learning rate follows `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent`
     (lr ∝ N^-1/3 by default), with linear warm-up then cosine decay to `min_lr_frac × lr` over
     each rung's own number of steps."""
 
@@ -104,38 +114,14 @@ class FitSpec(_Strict):
 
 
 class CompressSpec(_Strict):
-    """Compressed variants made after the ladder (see `scalelab compress --help` for methods)."""
+    """Compressed variants made after the ladder (see `scalelab compress --help` for methods).
+    The method strings are checked by the compress stage when the study resolves its spec,
+    before anything runs (spec.py imports no stage)."""
 
     rung: str | int = Field("largest", description="rung index, or 'largest'")
-    methods: list[str] = Field(
-        default_factory=lambda: list(_default_methods()),
-        description="int8, fp16, bf16, prune:R[+ft], sparse:S, lowrank:F[+ft], distill[:RUNG]")
-
-    @field_validator("rung")
-    @classmethod
-    def _check_rung(cls, value: str | int) -> str | int:
-        from scalelab.compress.methods import parse_rung
-
-        try:
-            return parse_rung(value)
-        except UserError as err:
-            raise ValueError(str(err)) from None
-
-    @field_validator("methods")
-    @classmethod
-    def _check_methods(cls, value: list[str]) -> list[str]:
-        from scalelab.compress.methods import parse_methods
-
-        try:
-            return [m.text for m in parse_methods(value)]
-        except UserError as err:
-            raise ValueError(str(err)) from None
-
-
-def _default_methods() -> list[str]:
-    from scalelab.compress.methods import DEFAULT_METHODS
-
-    return DEFAULT_METHODS
+    methods: list[str] | None = Field(
+        None, description="int8, fp16, bf16, prune:R[+ft], sparse:S, lowrank:F[+ft], "
+                          "distill[:RUNG]; default: the compress command's default methods")
 
 
 class StudySpec(_Strict):
@@ -163,6 +149,20 @@ def quick_spec(spec: StudySpec | None = None) -> StudySpec:
     data["fit"].update(bootstrap=200)
     data["measure"].update(latency_repeats=10)
     return StudySpec.model_validate(data)
+
+
+def parse_options(options_model: type[BaseModel], options: dict, where: str) -> BaseModel:
+    """Validate a task's or family's options with its own model; one line naming the key."""
+    try:
+        return options_model.model_validate(options)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or where
+        if first["type"] == "extra_forbidden":
+            raise UserError(f"{where}: unknown key '{key}'") from None
+        if first["type"] == "missing":
+            raise UserError(f"{where}: '{key}' is required") from None
+        raise UserError(f"{where}.{key}: {first['msg']}") from None
 
 
 def _format_error(err: ValidationError) -> str:

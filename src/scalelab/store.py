@@ -8,6 +8,19 @@ Layout of a study folder:
 
 Only the driver writes. Readers (`show`, `report`, `fit DIR`) open the database read-only and
 need no lock. Every write is one transaction, so a kill leaves the last committed state.
+
+Schema versions:
+    1   GPT-only rungs (n_layer, d_model, n_head, tokens, val_bpb, tokens_per_s columns).
+    2   family-neutral rungs: the family's opaque `shape`, D in the task's `unit`, the task's
+        `metrics`, and the key (key_n, key_d, repeat) = (target N, D, seed repeat), unique, so a
+        two-axis ladder can hold several D per N. `rung` stays the integer id everything else
+        (curves, variants, checkpoint files) refers to.
+
+Upgrades: the writer (`create_or_open`, holding the lock) upgrades an older database in place in
+ONE transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error, so a failed upgrade leaves the
+old database exactly as it was). A reader (`open_readonly`) never writes: on an older database it
+copies it into memory (SQLite backup API) and upgrades the copy, so `show`/`report` work on a v1
+study that no driver has opened since.
 """
 
 from __future__ import annotations
@@ -21,7 +34,7 @@ from pathlib import Path
 
 from scalelab.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -39,20 +52,25 @@ CREATE TABLE IF NOT EXISTS study (
 );
 CREATE TABLE IF NOT EXISTS rungs (
     rung INTEGER PRIMARY KEY,
+    key_n REAL NOT NULL,
+    key_d INTEGER NOT NULL,
+    repeat INTEGER NOT NULL DEFAULT 0,
     status TEXT NOT NULL,
+    family TEXT NOT NULL,
+    shape_json TEXT NOT NULL,
     plan_json TEXT NOT NULL,
     n_params INTEGER NOT NULL,
     n_nonembed INTEGER NOT NULL,
-    n_layer INTEGER, d_model INTEGER, n_head INTEGER,
-    tokens INTEGER, steps INTEGER, lr REAL,
-    val_loss REAL, val_bpb REAL,
+    D INTEGER, unit TEXT, steps INTEGER, lr REAL, seed INTEGER,
+    val_loss REAL, train_loss REAL, metrics_json TEXT,
     flops REAL, flops_6nd REAL,
-    train_seconds REAL, tokens_per_s REAL, mfu REAL,
+    train_seconds REAL, units_per_s REAL, mfu REAL,
     peak_mem_bytes INTEGER, checkpoint_bytes INTEGER,
     latency_json TEXT,
     diverged_step INTEGER, diverged_reason TEXT,
     checkpoint TEXT,
-    updated REAL
+    updated REAL,
+    UNIQUE (key_n, key_d, repeat)
 );
 CREATE TABLE IF NOT EXISTS curves (
     rung INTEGER NOT NULL,
@@ -86,15 +104,34 @@ CREATE TABLE IF NOT EXISTS variants (
 );
 """
 
+# The schema as single statements, to run inside an explicit transaction (executescript would
+# commit first). No statement above holds a ';' inside it.
+_SCHEMA_STATEMENTS = tuple(s.strip() for s in SCHEMA.split(";") if s.strip())
+_RUNGS_DDL = next(s for s in _SCHEMA_STATEMENTS if "EXISTS rungs (" in s)
+
+# RungResult.to_dict() keys -> plain columns; `metrics` and `latency_ms` are stored as JSON.
 RUNG_RESULT_COLUMNS = (
-    "status", "tokens", "steps", "val_loss", "val_bpb", "flops", "flops_6nd", "train_seconds",
-    "tokens_per_s", "mfu", "peak_mem_bytes", "checkpoint_bytes", "diverged_step",
-    "diverged_reason", "checkpoint",
+    "status", "D", "steps", "train_seconds", "val_loss", "train_loss", "flops", "flops_6nd",
+    "units_per_s", "mfu", "peak_mem_bytes", "checkpoint_bytes", "checkpoint", "diverged_step",
+    "diverged_reason",
 )
+RUNG_RESULT_JSON = {"metrics": "metrics_json", "latency_ms": "latency_json"}
 VARIANT_COLUMNS = (
     "name", "of_rung", "method", "settings", "n_params", "n_nonembed", "bytes", "val_loss",
     "latency_ms", "peak_mem_bytes", "extra",
 )
+
+# Tables every study database of a version holds (checked before anything is read or written).
+_TABLES = ("schema_version", "study", "rungs", "curves", "fits", "variants")
+_V1_RUNG_COLUMNS = (
+    "rung", "status", "plan_json", "n_params", "n_nonembed", "n_layer", "d_model", "n_head",
+    "tokens", "steps", "lr", "val_loss", "val_bpb", "flops", "flops_6nd", "train_seconds",
+    "tokens_per_s", "mfu", "peak_mem_bytes", "checkpoint_bytes", "latency_json",
+    "diverged_step", "diverged_reason", "checkpoint", "updated",
+)
+# A malformed old database shows up as one of these while it is converted.
+_CONVERSION_ERRORS = (sqlite3.DatabaseError, KeyError, TypeError, ValueError, IndexError,
+                      ZeroDivisionError)
 
 
 class StudyLock:
@@ -130,27 +167,219 @@ class StudyLock:
 
 
 def _connect(db: Path, readonly: bool) -> sqlite3.Connection:
+    """A connection that has not touched the file yet (the journal mode is set after the schema
+    version was checked, so a foreign or corrupt file is never written)."""
     if readonly:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     else:
         conn = sqlite3.connect(db)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
     conn.row_factory = sqlite3.Row
     return conn
 
 
+def _use_wal(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[str]:
+    return [r[1] for r in conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _read_version(conn: sqlite3.Connection, db: Path) -> int | None:
+    """The schema version of an open database, None for an empty one (no tables: a new study).
+
+    Reads only. Raises UserError (one line) for a database that is not a study of a version this
+    scalelab knows. sqlite3.DatabaseError (not a database at all) is left to the caller.
+    """
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        return None
+    if "schema_version" not in tables:
+        raise UserError(f"{db} is not a study database (it has no schema_version table)")
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    if row is not None:
+        version = row[0]
+    elif "rungs" in tables:
+        # scalelab 1 created the tables and the version row in two commits; a kill between them
+        # leaves an empty v1 study without its row. Tell the version by the rungs columns.
+        version = 2 if "key_n" in _columns(conn, "rungs") else 1
+    else:
+        version = None
+    if not isinstance(version, int) or version < 1:
+        raise UserError(f"{db} is not a study database (schema version {version!r})")
+    if version > SCHEMA_VERSION:
+        raise UserError(f"{db}: study schema version {version} is not supported "
+                        f"(this scalelab reads and writes version {SCHEMA_VERSION})")
+    missing = [t for t in _TABLES if t not in tables]
+    if missing:
+        raise UserError(f"{db} is not a complete study database (schema version {version}; "
+                        f"missing tables: {', '.join(missing)})")
+    if version == 1:
+        lacking = [c for c in _V1_RUNG_COLUMNS if c not in _columns(conn, "rungs")]
+        if lacking:
+            raise UserError(f"{db} is not a complete study database (schema version 1; rungs "
+                            f"table lacks columns: {', '.join(lacking)})")
+    return version
+
+
+# -- schema 1 -> 2 ---------------------------------------------------------------------------------
+
+
+def _v1_plan_to_v2(plan: dict) -> dict:
+    """A v1 GPT rung plan as a complete v2 RungPlan dict (same rung, same numbers, family
+    `gpt`, unit `byte`: v1 trained byte-level GPTs only)."""
+    shape = {
+        "n_layer": plan["n_layer"],
+        "d_model": plan["d_model"],
+        "n_head": plan["n_head"],
+        "block_size": plan["block_size"],
+        "vocab_size": plan["vocab_size"],
+        "share_layers": plan["share_layers"],
+        "head_dim": plan["d_model"] // plan["n_head"],
+        "d_ff": 4 * plan["d_model"],
+    }
+    return {
+        "rung": plan["rung"],
+        "family": "gpt",
+        "shape": shape,
+        "target_n": plan["target_nonembed"],
+        "n_params": plan["n_params"],
+        "n_nonembed": plan["n_nonembed"],
+        "D": plan["tokens"],
+        "unit": "byte",
+        "steps": plan["steps"],
+        "batch_size": plan["batch_size"],
+        "units_per_step": plan["batch_size"] * plan["block_size"],
+        "lr": plan["lr"],
+        "warmup_steps": plan["warmup_steps"],
+        "seed": plan["seed"],
+        "repeat": 0,
+        "describe": f"{plan['n_layer']}x{plan['d_model']}",  # what GPTFamily.describe says
+    }
+
+
+def _v1_rung_to_v2(row: dict) -> dict:
+    """One v1 rungs row (a dict of its columns) as the v2 rungs row (column -> value).
+
+    The plan's numbers become the key and plan columns; the measured columns are copied
+    (tokens -> D, tokens_per_s -> units_per_s, val_bpb -> metrics {"bpb": ...});
+    train_loss stays NULL because v1 did not measure it.
+    """
+    plan = _v1_plan_to_v2(json.loads(row["plan_json"]))
+    if plan["rung"] != row["rung"]:
+        raise ValueError(f"rung {row['rung']}: its plan says rung {plan['rung']}")
+    bpb = row["val_bpb"]
+    return {
+        "rung": row["rung"],
+        "key_n": float(plan["target_n"]),
+        "key_d": int(plan["D"]),
+        "repeat": 0,
+        "status": row["status"],
+        "family": "gpt",
+        "shape_json": json.dumps(plan["shape"]),
+        "plan_json": json.dumps(plan),
+        "n_params": row["n_params"],
+        "n_nonembed": row["n_nonembed"],
+        "D": row["tokens"],
+        "unit": "byte",
+        "steps": row["steps"],
+        "lr": row["lr"],
+        "seed": plan["seed"],
+        "val_loss": row["val_loss"],
+        "train_loss": None,
+        "metrics_json": json.dumps({"bpb": bpb}) if bpb is not None else None,
+        "flops": row["flops"],
+        "flops_6nd": row["flops_6nd"],
+        "train_seconds": row["train_seconds"],
+        "units_per_s": row["tokens_per_s"],
+        "mfu": row["mfu"],
+        "peak_mem_bytes": row["peak_mem_bytes"],
+        "checkpoint_bytes": row["checkpoint_bytes"],
+        "latency_json": row["latency_json"],
+        "diverged_step": row["diverged_step"],
+        "diverged_reason": row["diverged_reason"],
+        "checkpoint": row["checkpoint"],
+        "updated": row["updated"],
+    }
+
+
+def _v1_prune_settings_to_v2(settings: dict, base_shape: dict) -> dict:
+    """A v1 structured-prune variant's settings plus `shape`: the pruned model is a GPT of the
+    base rung's shape with the kept heads and MLP width (v1 kept the same count in every block)."""
+    heads, ffn = settings["structure"]["heads"], settings["structure"]["ffn"]
+    if not heads or not ffn or len(set(heads)) != 1 or len(set(ffn)) != 1:
+        raise ValueError(f"prune structure {settings['structure']} is not one width per model")
+    return {**settings, "shape": {**base_shape, "n_head": heads[0], "d_ff": ffn[0]}}
+
+
+def _migrate_v1_to_v2(conn: sqlite3.Connection) -> None:
+    """Rewrite a v1 database as v2 inside the caller's transaction (no BEGIN/COMMIT here)."""
+    v1_rows = [dict(r) for r in conn.execute("SELECT * FROM rungs ORDER BY rung")]
+    conn.execute("DROP TABLE rungs")
+    conn.execute(_RUNGS_DDL)
+    shapes = {}
+    for v1_row in v1_rows:
+        row = _v1_rung_to_v2(v1_row)
+        cols = ", ".join(row)
+        marks = ", ".join("?" for _ in row)
+        conn.execute(f"INSERT INTO rungs ({cols}) VALUES ({marks})", tuple(row.values()))
+        shapes[row["rung"]] = json.loads(row["shape_json"])
+    prunes = conn.execute(
+        "SELECT name, of_rung, settings_json FROM variants WHERE method = 'prune' ORDER BY name"
+    ).fetchall()
+    for name, of_rung, raw in prunes:
+        if of_rung not in shapes:
+            raise ValueError(f"variant {name} prunes rung {of_rung}, which the study lacks")
+        settings = _v1_prune_settings_to_v2(json.loads(raw), shapes[of_rung])
+        conn.execute("UPDATE variants SET settings_json = ? WHERE name = ?",
+                     (json.dumps(settings), name))
+    conn.execute("DELETE FROM schema_version")
+    conn.execute("INSERT INTO schema_version (version) VALUES (2)")
+
+
+_MIGRATIONS = {1: _migrate_v1_to_v2}
+
+
+def _upgrade(conn: sqlite3.Connection, version: int, db: Path, where: str) -> None:
+    """Bring `conn` from `version` to SCHEMA_VERSION in ONE transaction; on any error roll back
+    (the database stays at `version`, byte for byte) and re-raise, a malformed old database as
+    one UserError line."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        while version < SCHEMA_VERSION:
+            _MIGRATIONS[version](conn)
+            version += 1
+    except BaseException as err:
+        try:
+            conn.rollback()
+        except sqlite3.Error:
+            pass
+        if isinstance(err, _CONVERSION_ERRORS):
+            raise UserError(f"{db}: cannot upgrade the study to schema version "
+                            f"{SCHEMA_VERSION} ({type(err).__name__}: {err}); {where}") from None
+        raise
+    conn.commit()
+
+
 class StudyStore:
-    def __init__(self, folder: Path, conn: sqlite3.Connection, lock: StudyLock | None):
+    def __init__(self, folder: Path, conn: sqlite3.Connection, lock: StudyLock | None,
+                 migrated_from: int | None = None):
         self.folder = folder
         self.conn = conn
         self._lock = lock
+        # Set on a reader of an older study: the schema version on disk (read from an upgraded
+        # in-memory copy; the file itself is untouched until a driver opens the study).
+        self.migrated_from = migrated_from
 
     # -- opening -------------------------------------------------------------------------------
 
     @classmethod
     def create_or_open(cls, folder: str | Path) -> StudyStore:
-        """Open for writing (the driver): takes the lock, creates the schema when new."""
+        """Open for writing (the driver): takes the lock, creates the schema when new, upgrades
+        an older schema in place (one transaction; a failure leaves the old database as it was).
+        A file that is not a study database is refused with a UserError before anything is
+        written to it."""
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -161,36 +390,70 @@ class StudyStore:
             raise UserError(f"cannot write to study folder {folder}: {err.strerror}") from None
         lock = StudyLock(folder)
         lock.acquire()
+        db = folder / "study.db"
+        conn = None
         try:
-            conn = _connect(folder / "study.db", readonly=False)
-            conn.executescript(SCHEMA)
-            row = conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            conn = _connect(db, readonly=False)
+            version = _read_version(conn, db)
+            if version is None:
+                _use_wal(conn)
+                conn.execute("BEGIN IMMEDIATE")
+                for statement in _SCHEMA_STATEMENTS:
+                    conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 conn.commit()
-            elif row[0] != SCHEMA_VERSION:
-                raise UserError(f"{folder}: study schema version {row[0]} is not supported "
-                                f"(this scalelab writes version {SCHEMA_VERSION})")
-        except sqlite3.DatabaseError as err:
+            else:
+                if version < SCHEMA_VERSION:
+                    _upgrade(conn, version, db, "the study was left unchanged")
+                _use_wal(conn)
+        except BaseException as err:
+            if conn is not None:
+                conn.close()
             lock.release()
-            raise UserError(f"{folder / 'study.db'} is not a study database: {err}") from None
-        except UserError:
-            lock.release()
+            if isinstance(err, sqlite3.DatabaseError):
+                raise UserError(f"{db} is not a study database: {err}") from None
             raise
         return cls(folder, conn, lock)
 
     @classmethod
     def open_readonly(cls, folder: str | Path) -> StudyStore:
+        """Open for reading (no lock, never writes the study).
+
+        A database of an older schema is copied into memory (SQLite backup API: a consistent
+        snapshot, also of a WAL database) and the copy is upgraded there, so readers always see
+        the current schema; `migrated_from` then holds the version on disk. The in-memory copy is
+        `query_only`, like the read-only connection of a current study.
+        """
         folder = Path(folder)
         db = folder / "study.db"
         if not db.is_file():
             raise UserError(f"{folder} is not a study folder (no study.db)")
+        conn = None
         try:
             conn = _connect(db, readonly=True)
-            conn.execute("SELECT version FROM schema_version").fetchone()
-        except sqlite3.DatabaseError as err:
-            raise UserError(f"{db} is not a readable study database: {err}") from None
-        return cls(folder, conn, None)
+            version = _read_version(conn, db)
+            if version is None:
+                raise UserError(f"{db} is not a study database (it holds no tables)")
+            if version == SCHEMA_VERSION:
+                return cls(folder, conn, None)
+            memory = sqlite3.connect(":memory:")
+            try:
+                conn.backup(memory)
+                conn.close()
+                conn = memory
+                memory.row_factory = sqlite3.Row
+                _upgrade(memory, version, db, "read from an in-memory copy, nothing was written")
+                memory.execute("PRAGMA query_only = ON")
+            except BaseException:
+                memory.close()
+                raise
+            return cls(folder, memory, None, migrated_from=version)
+        except BaseException as err:
+            if conn is not None:
+                conn.close()
+            if isinstance(err, sqlite3.DatabaseError):
+                raise UserError(f"{db} is not a readable study database: {err}") from None
+            raise
 
     def close(self) -> None:
         self.conn.close()
@@ -238,16 +501,28 @@ class StudyStore:
 
     # -- rungs ---------------------------------------------------------------------------------
 
-    def add_rungs(self, plans: list[dict]) -> None:
+    def add_rungs(self, plans: list[dict]) -> list[int]:
+        """Add planned rungs (`RungPlan.to_dict()` dicts) as `pending`, in one transaction.
+
+        INSERT OR IGNORE: a plan whose rung id or key (target_n, D, repeat) is already in the
+        study is skipped and the stored rung is kept (a resumed study re-plans the same rungs).
+        Returns the rung ids that were added.
+        """
+        added = []
+        now = time.time()
         with self.conn:
             for p in plans:
-                self.conn.execute(
-                    "INSERT OR IGNORE INTO rungs (rung, status, plan_json, n_params, n_nonembed, "
-                    "n_layer, d_model, n_head, tokens, steps, lr, updated) "
-                    "VALUES (?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (p["rung"], json.dumps(p), p["n_params"], p["n_nonembed"], p["n_layer"],
-                     p["d_model"], p["n_head"], p["tokens"], p["steps"], p["lr"], time.time()),
+                cur = self.conn.execute(
+                    "INSERT OR IGNORE INTO rungs (rung, key_n, key_d, repeat, status, family, "
+                    "shape_json, plan_json, n_params, n_nonembed, D, unit, steps, lr, seed, "
+                    "updated) VALUES (?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (p["rung"], float(p["target_n"]), int(p["D"]), int(p.get("repeat", 0)),
+                     p["family"], json.dumps(p["shape"]), json.dumps(p), p["n_params"],
+                     p["n_nonembed"], p["D"], p["unit"], p["steps"], p["lr"], p["seed"], now),
                 )
+                if cur.rowcount:
+                    added.append(p["rung"])
+        return added
 
     def set_status(self, rung: int, status: str) -> None:
         with self.conn:
@@ -255,15 +530,28 @@ class StudyStore:
                               (status, time.time(), rung))
 
     def record_rung(self, rung: int, result: dict) -> None:
-        """Write a finished rung's measurements (one transaction)."""
+        """Write a finished rung's measurements (`RungResult.to_dict()`; one transaction).
+
+        Only the keys present are written. A key that is not a RungResult field, or a rung the
+        study does not hold, raises ValueError rather than losing the measurement.
+        """
+        unknown = sorted(set(result) - set(RUNG_RESULT_COLUMNS) - set(RUNG_RESULT_JSON))
+        if unknown:
+            raise ValueError(f"record_rung: unknown result fields {unknown}")
         cols = [c for c in RUNG_RESULT_COLUMNS if c in result]
         values = [result[c] for c in cols]
-        assignments = ", ".join(f"{c} = ?" for c in cols)
+        for key, col in RUNG_RESULT_JSON.items():
+            if key in result:
+                cols.append(col)
+                values.append(json.dumps(result[key]) if result[key] is not None else None)
+        assignments = "".join(f"{c} = ?, " for c in cols)
         with self.conn:
-            self.conn.execute(
-                f"UPDATE rungs SET {assignments}, latency_json = ?, updated = ? WHERE rung = ?",
-                (*values, json.dumps(result.get("latency_ms")), time.time(), rung),
+            cur = self.conn.execute(
+                f"UPDATE rungs SET {assignments}updated = ? WHERE rung = ?",
+                (*values, time.time(), rung),
             )
+            if cur.rowcount != 1:
+                raise ValueError(f"record_rung: the study has no rung {rung}")
 
     def record_curve(self, rung: int, points: list[dict]) -> None:
         with self.conn:
@@ -275,13 +563,29 @@ class StudyStore:
             )
 
     def rungs(self) -> list[dict]:
+        """Every rung, by id: a dict of every column, the JSON columns decoded as `plan`,
+        `shape`, `metrics` and `latency_ms` (None when not recorded), plus the v1-era names the
+        rest of scalelab and summary.json still read, derived here and nowhere else:
+
+            tokens        = D
+            tokens_per_s  = units_per_s
+            val_bpb       = metrics.get("bpb")
+            n_layer, d_model, n_head = shape.get(...)  (None for a shape without them)
+        """
         rows = self.conn.execute("SELECT * FROM rungs ORDER BY rung").fetchall()
         out = []
         for row in rows:
             r = dict(row)
-            r["plan"] = json.loads(r.pop("plan_json"))
-            raw = r.pop("latency_json")
-            r["latency_ms"] = json.loads(raw) if raw else None
+            for key, col in (("plan", "plan_json"), ("shape", "shape_json"),
+                             ("metrics", "metrics_json"), ("latency_ms", "latency_json")):
+                raw = r.pop(col)
+                r[key] = json.loads(raw) if raw else None
+            shape = r["shape"] if isinstance(r["shape"], dict) else {}
+            r["tokens"] = r["D"]
+            r["tokens_per_s"] = r["units_per_s"]
+            r["val_bpb"] = (r["metrics"] or {}).get("bpb")
+            for key in ("n_layer", "d_model", "n_head"):
+                r[key] = shape.get(key)
             out.append(r)
         return out
 

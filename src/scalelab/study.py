@@ -13,13 +13,19 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from dataclasses import dataclass
+from typing import Any
+
 import torch
 
 from scalelab.errors import UserError
-from scalelab.ladder import RungPlan, plan_ladder
-from scalelab.spec import StudySpec
+from scalelab.ladder import plan_ladder
+from scalelab.models.base import Family, check_fit, family_options, get_family
+from scalelab.records import RungPlan
+from scalelab.spec import StudySpec, parse_spec
 from scalelab.store import StudyStore
-from scalelab.tasks import get_task
+from scalelab.tasks import get_task, task_options
+from scalelab.tasks.base import Task
 from scalelab.train import measure
 
 RUN_COLUMNS = (
@@ -27,7 +33,13 @@ RUN_COLUMNS = (
     "lr", "val_loss", "val_bpb", "flops", "flops_6nd", "train_seconds", "tokens_per_s", "mfu",
     "peak_mem_bytes", "checkpoint_bytes", "latency_ms", "latency_iqr_ms", "diverged_step",
     "diverged_reason",
+    # Added with the task and family seams: which family and unit, D in that unit, the loss on
+    # training windows beside the validation loss, and the task's metrics (flattened in runs.csv).
+    "family", "describe", "D", "unit", "units_per_s", "train_loss", "val_error", "val_accuracy",
+    "val_rmse",
 )
+# Task metrics that get a column of their own (as val_<name>) in summary.json and runs.csv.
+METRIC_COLUMNS = ("error", "accuracy", "rmse")
 MIN_POINTS_FOR_FIT = 3
 
 
@@ -37,18 +49,73 @@ def default_out(spec: StudySpec) -> Path:
     return Path("studies") / slug
 
 
+@dataclass
+class Resolved:
+    """A spec with its task and family built and checked against each other."""
+
+    spec: StudySpec
+    task: Task
+    family: Family
+
+
+def canonical_spec(spec: StudySpec, task: Task | None = None,
+                   family: Family | None = None) -> dict:
+    """The spec as stored: the task's and family's options with every default filled in, so a
+    resumed study compares equal whatever defaults its YAML left out. A task or family object
+    given through the API is stored by its name and, where it has them, its options."""
+    from scalelab.models.base import REGISTRY as FAMILIES
+    from scalelab.tasks import REGISTRY as TASKS
+
+    data = spec.model_dump(mode="json")
+    data["task"] = _named(task, spec.task, task_options, TASKS)
+    data["family"] = _named(family, spec.family, family_options, FAMILIES)
+    return data
+
+
+def _named(obj: Any, named: Any, fill: Any, registry: dict) -> dict:
+    name = getattr(obj, "name", None) or named.name
+    if obj is not None and getattr(obj, "options", None) is not None \
+            and hasattr(obj.options, "model_dump"):
+        return {"name": name, **obj.options.model_dump(mode="json")}
+    if obj is not None or name not in registry:
+        return {"name": name, **named.options}  # a user's own object: options are its own
+    return {"name": name, **fill(name, named.options)}
+
+
+def resolve(spec: StudySpec, task: Task | None = None, family: Family | None = None,
+            out: Path | None = None) -> Resolved:
+    """Build the family and the task of a spec (or take the user's own objects) and check that
+    they fit; every bad option is a UserError here, before anything runs or is written."""
+    if family is None:
+        family = get_family(spec.family.name, **spec.family.options)
+    if task is None:
+        options = dict(spec.task.options)
+        if out is not None and spec.task.name == "text" and not options.get("tokenizer_dir"):
+            options["tokenizer_dir"] = str(out)  # a trained BPE lives with its study
+        task = get_task(spec.task.name, context=family.context, **options)
+    check_fit(family, task.io, getattr(task, "name", type(task).__name__))
+    if spec.compress is not None:
+        from scalelab.compress.methods import parse_methods, parse_rung
+
+        parse_rung(spec.compress.rung)
+        if spec.compress.methods is not None:
+            parse_methods(spec.compress.methods)
+    return Resolved(spec, task, family)
+
+
 def _comparable(spec: dict) -> dict:
     # The device may change between a run and its resume; the ladder and training may not.
-    return {k: v for k, v in spec.items() if k != "device"}
+    canon = canonical_spec(parse_spec(spec))
+    return {k: v for k, v in canon.items() if k != "device"}
 
 
-def open_study(spec: StudySpec, out: Path) -> StudyStore:
+def open_study(spec: StudySpec, out: Path, stored: dict | None = None) -> StudyStore:
     """Create the study folder, or reopen it to resume, checking it holds this same spec."""
     store = StudyStore.create_or_open(out)
     existing = store.study()
-    dumped = spec.model_dump(mode="json")
+    dumped = stored or spec.model_dump(mode="json")
     if existing is None:
-        store.init_study(spec.name, spec.task.name, spec.family.name, dumped)
+        store.init_study(spec.name, dumped["task"]["name"], dumped["family"]["name"], dumped)
     elif _comparable(existing["spec"]) != _comparable(dumped):
         store.close()
         raise UserError(f"{out} holds a study with a different spec; "
@@ -63,44 +130,74 @@ def run_study(
     progress: Callable[[RungPlan, int, float], None] | None = None,
     on_rung_done: Callable[[RungPlan, dict], None] | None = None,
     on_plan: Callable[[list[RungPlan]], None] | None = None,
+    task: Task | None = None,
+    family: Family | None = None,
 ) -> dict:
-    """Train (or resume) every rung, fit the law, write outputs; returns the summary."""
+    """Train (or resume) every rung, fit the law, write outputs; returns the summary.
+
+    `task` and `family` replace the spec's own with the user's objects (see tasks/base.py and
+    models/base.py for the protocols); the spec still gives the ladder, training and fits."""
     from scalelab.execute.local import run_rungs
 
+    out = Path(out)
     device = measure.resolve_device(device_name or spec.device)
     if spec.measure.threads:
         torch.set_num_threads(spec.measure.threads)
-    with open_study(spec, out) as store:
-        task = get_task(spec.task.name, root=spec.task.root)
-        plans = plan_ladder(spec, task.vocab_size)
+    res = resolve(spec, task, family, out)
+    plans = plan_ladder(spec, res.task, res.family)
+    with open_study(spec, out, canonical_spec(spec, task, family)) as store:
         store.add_rungs([p.to_dict() for p in plans])
         study = store.study()
         gemm_peak = study["gemm_peak_flops"]
         if gemm_peak is None:  # measured once per study, kept across resumes
             gemm_peak = measure.gemm_peak_flops(device)
-            store.set_machine(measure.machine_info(device), task.fingerprint(), gemm_peak,
+            store.set_machine(measure.machine_info(device), task_record(res.task), gemm_peak,
                               measure.vendor_peak_flops(device))
         if on_plan is not None:
             on_plan(plans)
-        run_rungs(store, spec, task, plans, device, gemm_peak, progress, on_rung_done)
+        run_rungs(store, spec, res.task, res.family, plans, device, gemm_peak, progress,
+                  on_rung_done)
         if spec.compress is not None:
             from scalelab.compress import compress_study
 
-            compress_study(store, spec, task, device, spec.compress.rung, spec.compress.methods)
+            compress_study(store, spec, res.task, res.family, device, spec.compress.rung,
+                           spec.compress.methods)
         store.replace_fits(fit_rungs(store.rungs(), spec))
         return write_outputs(store)
 
 
+def task_record(task: Task) -> dict:
+    """The task as recorded with the study (the `corpus` of summary.json): its data fingerprint
+    plus what the report needs to know of it (objective, unit of D, metrics, inputs)."""
+    return {**task.fingerprint(), "task": getattr(task, "name", type(task).__name__),
+            "objective": task.objective, "unit": task.unit, "metrics": list(task.metrics),
+            "io": task.io.to_dict()}
+
+
+def finished(rungs: list[dict], key: str = "val_loss") -> list[dict]:
+    """The rungs a law is fitted to: status done, with a finite value of `key` (summary rows,
+    where metrics have their own val_<name> keys, or store rows)."""
+    from scalelab.values import finite
+
+    return [r for r in rungs if r["status"] == "done" and finite(r.get(key)) is not None]
+
+
 def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
-    """The power law L(N) = E + A·N^-alpha over finished rungs, with intervals and holdout."""
-    done = [r for r in rungs if r["status"] == "done" and r["val_loss"] is not None]
-    if len(done) < MIN_POINTS_FOR_FIT:
-        return []
+    """The power law L(N) = E + A·N^-alpha over finished rungs, with intervals and holdout; for
+    classifiers the same law of the error rate too (rungs with zero error are left out: a power
+    law cannot reach it)."""
     from scalelab.laws import fit_study_power
 
-    n = [r["n_nonembed"] for r in done]
-    loss = [r["val_loss"] for r in done]
-    return [fit_study_power(n, loss, bootstrap=spec.fit.bootstrap, seed=spec.fit.seed)]
+    rows = [_rung_summary(r) for r in rungs]
+    fits = []
+    for key in ("val_loss", "val_error"):
+        done = [r for r in finished(rows, key) if r[key] > 0]
+        if len(done) < MIN_POINTS_FOR_FIT:
+            continue
+        fits.append(fit_study_power([r["n_nonembed"] for r in done], [r[key] for r in done],
+                                    bootstrap=spec.fit.bootstrap, seed=spec.fit.seed,
+                                    y_name=key))
+    return fits
 
 
 def _flat_latency(record: dict) -> dict:
@@ -111,8 +208,14 @@ def _flat_latency(record: dict) -> dict:
 
 
 def _rung_summary(r: dict) -> dict:
-    out = {k: r.get(k) for k in RUN_COLUMNS if k not in ("latency_ms", "latency_iqr_ms")}
-    out["checkpoint"] = r.get("checkpoint")
+    metrics = r.get("metrics") or {}
+    row = dict(r, **{f"val_{m}": metrics.get(m) for m in METRIC_COLUMNS})
+    shape = r.get("shape") or {}
+    row["describe"] = ((r.get("plan") or {}).get("describe")
+                       or (f"{shape['n_layer']}x{shape['d_model']}" if "n_layer" in shape
+                           else None))
+    out = {k: row.get(k) for k in RUN_COLUMNS if k not in ("latency_ms", "latency_iqr_ms")}
+    out.update(checkpoint=r.get("checkpoint"), shape=r.get("shape"), metrics=metrics)
     return out | _flat_latency(r)
 
 

@@ -52,8 +52,22 @@ def test_nothing_fits_names_the_closest_by_relative_violation():
     # r0 is 100% over both limits (sum 2.0); every other model is further off.
     assert r["choice"] is None and r["closest"]["name"] == "r0"
     assert "none of the" in r["reason"] and "r0" in r["reason"]
+    # Only a loss limit: the violation is loss / 1.9 - 1, so the lowest loss is closest. r2
+    # (2.0) beats r2-tie (2.00004): the 1e-4 loss tie belongs to the choice rule, not to closest.
     r = recommend(SYNTH, max_loss=1.9, batch=32)
-    assert r["choice"] is None and r["closest"]["name"] in ("r2-tie", "r2")
+    assert r["choice"] is None and r["closest"]["name"] == "r2"
+
+
+def test_closest_ties_on_violation_go_to_lower_loss_then_name():
+    # Every model is 100% over the 100-byte limit (and meets the latency limit): equal
+    # violations, so the lower loss wins; "b-big" and "c-big" tie on loss too, so the name wins.
+    summary = {"rungs": [], "variants": [_variant("c-big", 2.0, 1.0, 200),
+                                         _variant("a-worse", 2.5, 1.0, 200),
+                                         _variant("b-big", 2.0, 1.0, 200)]}
+    r = recommend(summary, max_bytes=100, max_latency_ms=5.0)
+    assert r["choice"] is None and r["closest"]["name"] == "b-big"
+    summary["variants"].pop(2)
+    assert recommend(summary, max_bytes=100)["closest"]["name"] == "c-big"
 
 
 def test_bad_limits_and_batches_are_user_errors():
@@ -77,8 +91,9 @@ def test_cli_recommend_for_some_one_and_none(study, summary):
     out = _rec(study, "--max-bytes", str(limit), "--batch", "32")
     fits = [m for m in everything if m["bytes"] <= limit]
     assert 1 < len(fits) < len(everything)
-    assert out["choice"]["name"] == min(fits, key=lambda m: (round(m["val_loss"] / 1e-4),
-                                                            m["bytes"]))["name"]
+    # The documented rule in full: loss in 1e-4 nat steps, then bytes, latency, name.
+    assert out["choice"]["name"] == min(fits, key=lambda m: (
+        round(m["val_loss"] / 1e-4), m["bytes"], m["latency_ms"]["32"], m["name"]))["name"]
     assert out["choice"]["val_loss"] <= min(m["val_loss"] for m in fits) + 1e-4
     assert out["closest"] is None and out["reason"]
     # Exactly one fits: the smallest file size (the distilled student shares rung 0's) and the

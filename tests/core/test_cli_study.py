@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -87,11 +88,28 @@ def test_show_and_report_rebuild_from_the_database(study):
 
 
 def test_rerun_of_a_finished_study_retrains_nothing(study):
-    before = db_rows(study)["rungs"]
-    t0 = time.perf_counter()
-    scalelab("run", study.parent / "tiny.yaml", "--out", study, check=True)
-    assert db_rows(study)["rungs"] == before
-    assert time.perf_counter() - t0 < 60
+    before = db_rows(study)
+    weights = {p.name: (p.stat().st_mtime_ns, p.read_bytes())
+               for p in (study / "checkpoints").glob("rung-*.safetensors")}
+    assert len(weights) == 4
+    proc = scalelab("run", study.parent / "tiny.yaml", "--out", study, check=True)
+    after = db_rows(study)
+    # Nothing about a rung was recorded again: not its row (val loss, train seconds, latency)
+    # nor its training curve, and no rung was set back to running.
+    assert after["rungs"] == before["rungs"] and after["curves"] == before["curves"]
+    # No weights were saved again and no resume checkpoints were started.
+    assert {p.name: (p.stat().st_mtime_ns, p.read_bytes())
+            for p in (study / "checkpoints").glob("rung-*.safetensors")} == weights
+    assert not [p for p in (study / "checkpoints").iterdir() if p.is_dir()]
+    # The progress bars saw no training step: every rung stays at 0 of its steps.
+    progress = {int(m[1]): (int(m[2]), int(m[3]))
+                for m in re.finditer(r"^rung (\d+) \(.*?(\d+)/(\d+)", proc.stdout, re.M)}
+    assert progress == {r[0]: (0, r[1]) for r in _rung_steps(study)}, proc.stdout
+
+
+def _rung_steps(folder: Path) -> list[tuple[int, int]]:
+    summary = json.loads((folder / "summary.json").read_text())
+    return [(r["rung"], r["steps"]) for r in summary["rungs"]]
 
 
 def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:

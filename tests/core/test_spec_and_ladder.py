@@ -5,6 +5,12 @@ import pytest
 from scalelab.errors import UserError
 from scalelab.ladder import plan_ladder, target_sizes
 from scalelab.spec import StudySpec, load_spec, parse_spec, quick_spec
+from scalelab.study import resolve
+
+
+def _plans(spec):
+    res = resolve(spec)
+    return plan_ladder(spec, res.task, res.family)
 
 
 def test_default_ladder_is_six_rungs_over_two_decades():
@@ -18,11 +24,11 @@ def test_default_ladder_is_six_rungs_over_two_decades():
 
 def test_plan_matches_budget_and_lr_rule():
     spec = StudySpec()
-    plans = plan_ladder(spec, 256)
-    tokens_per_step = spec.train.batch_size * spec.family.block_size
+    plans = _plans(spec)
+    tokens_per_step = spec.train.batch_size * 64
     for p in plans:
-        assert p.tokens == p.steps * tokens_per_step
-        assert p.tokens >= spec.train.tokens
+        assert p.D == p.steps * tokens_per_step
+        assert p.D >= spec.train.tokens
         expected = spec.train.lr * (p.n_nonembed / spec.train.lr_ref_nonembed) ** (-1 / 3)
         assert p.lr == pytest.approx(expected)
         assert p.warmup_steps == round(spec.train.warmup_frac * p.steps)
@@ -32,14 +38,14 @@ def test_plan_matches_budget_and_lr_rule():
 
 def test_tokens_per_param_budget():
     spec = parse_spec({"train": {"tokens_per_param": 20}})
-    for p in plan_ladder(spec, 256):
-        assert p.tokens >= 20 * p.n_nonembed
-        assert p.tokens - 20 * p.n_nonembed < spec.train.batch_size * spec.family.block_size
+    for p in _plans(spec):
+        assert p.D >= 20 * p.n_nonembed
+        assert p.D - 20 * p.n_nonembed < spec.train.batch_size * 64
 
 
 def test_quick_spec_is_small():
     q = quick_spec()
-    plans = plan_ladder(q, 256)
+    plans = _plans(q)
     assert len(plans) == 4 and sum(p.steps for p in plans) < 3000
 
 

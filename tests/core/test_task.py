@@ -19,14 +19,16 @@ def test_split_is_by_file_and_about_five_percent():
 
 
 def test_fingerprint_and_batches_are_deterministic():
-    task = get_task("pycode")
+    task = get_task("pycode", context=16)
     fp = task.fingerprint()
     assert fp["files"] > 300 and len(fp["sha256"]) == 64
     assert fp["train_bytes"] + fp["val_bytes"] == fp["bytes"]
     g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
-    x1, y1 = task.batch(4, 16, g1)
-    x2, y2 = task.batch(4, 16, g2)
+    x1, y1 = task.batch(4, g1)
+    x2, y2 = task.batch(4, g2)
     assert torch.equal(x1, x2) and x1.shape == (4, 16)
     assert torch.equal(x1[:, 1:], y1[:, :-1])  # targets are inputs shifted by one byte
-    w1, w2 = task.eval_windows(1024, 32), task.eval_windows(1024, 32)
-    assert torch.equal(w1[0], w2[0]) and w1[0].shape == (32, 32)
+    w1, w2 = task.eval_data(1024), task.eval_data(1024)
+    assert torch.equal(w1[0], w2[0]) and w1[0].shape == (64, 16)
+    t1 = task.eval_data(1024, "train")
+    assert t1[0].shape == (64, 16) and not torch.equal(t1[0], w1[0])

@@ -6,23 +6,28 @@ import pytest
 import torch
 
 from scalelab.ladder import plan_ladder
+from scalelab.models import get_family
 from scalelab.spec import parse_spec
 from scalelab.tasks import get_task
 from scalelab.train.checkpoint import latest_checkpoint
 from scalelab.train.loop import lr_at, train_rung
-from scalelab.train.measure import eval_loss
 from tests.helpers import tiny_spec
 
 CPU = torch.device("cpu")
+FAMILY = get_family("gpt", block_size=32)
 
 
 @pytest.fixture(scope="module")
 def task():
-    return get_task("pycode")
+    return get_task("pycode", context=32)
 
 
 def _plan(spec):
-    return plan_ladder(spec, 256)[0]
+    return plan_ladder(spec, get_task("pycode", context=32), FAMILY)[0]
+
+
+def _train(plan, task, spec, folder, **kw):
+    return train_rung(plan, task, spec.train, CPU, folder, family=FAMILY, **kw)
 
 
 def test_schedule_warms_up_then_decays_to_the_floor():
@@ -42,9 +47,9 @@ def test_training_lowers_validation_loss(task, tmp_path):
     torch.manual_seed(plan.seed)
     from scalelab.models import gpt
 
-    untrained = eval_loss(gpt.build(plan.config()), task.eval_windows(4096, 32), CPU)
-    out = train_rung(plan, task, spec.train, CPU, tmp_path / "ck")
-    trained = eval_loss(out.model, task.eval_windows(4096, 32), CPU)
+    untrained = task.evaluate(gpt.build(gpt.GPTConfig.from_dict(plan.shape)), CPU, 4096)["loss"]
+    out = _train(plan, task, spec, tmp_path / "ck")
+    trained = task.evaluate(out.model, CPU, 4096)["loss"]
     assert out.status == "done" and out.steps == plan.steps
     assert untrained > math.log(256) - 0.3  # about uniform over bytes at init
     assert trained < untrained - 1.5
@@ -58,16 +63,16 @@ class Interrupt(Exception):
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(task, tmp_path):
     spec = parse_spec(tiny_spec(train={"checkpoint_every": 40, "tokens": 40_000}))
     plan = _plan(spec)
-    full = train_rung(plan, task, spec.train, CPU, tmp_path / "a")
+    full = _train(plan, task, spec, tmp_path / "a")
 
     def stop_at(step, loss):
         if step == 95:  # after the checkpoint of step 80, mid-way to the next
             raise Interrupt
 
     with pytest.raises(Interrupt):
-        train_rung(plan, task, spec.train, CPU, tmp_path / "b", on_progress=stop_at)
+        _train(plan, task, spec, tmp_path / "b", on_progress=stop_at)
     assert latest_checkpoint(tmp_path / "b").name == "step-00000080"
-    resumed = train_rung(plan, task, spec.train, CPU, tmp_path / "b")
+    resumed = _train(plan, task, spec, tmp_path / "b")
     assert resumed.steps == full.steps
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),
                     strict=True):
@@ -77,7 +82,7 @@ def test_resume_after_interruption_reproduces_the_uninterrupted_run(task, tmp_pa
 
 def test_exploding_learning_rate_is_caught_as_divergence(task, tmp_path):
     spec = parse_spec(tiny_spec(train={"lr": 50.0, "warmup_frac": 0.0, "eval_every": 5}))
-    out = train_rung(_plan(spec), task, spec.train, CPU, tmp_path / "ck")
+    out = _train(_plan(spec), task, spec, tmp_path / "ck")
     assert out.status == "diverged"
     assert out.diverged_step is not None and out.diverged_step < _plan(spec).steps
     assert "loss" in out.diverged_reason
@@ -86,9 +91,9 @@ def test_exploding_learning_rate_is_caught_as_divergence(task, tmp_path):
 def test_nan_loss_is_caught_at_its_step(task, tmp_path, monkeypatch):
     spec = parse_spec(tiny_spec())
     plan = _plan(spec)
-    from scalelab.train import loop
+    from scalelab.tasks import base
 
-    real = loop.F.cross_entropy
+    real = base.F.cross_entropy
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -96,7 +101,7 @@ def test_nan_loss_is_caught_at_its_step(task, tmp_path, monkeypatch):
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 7 else loss
 
-    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
-    out = train_rung(plan, task, spec.train, CPU, tmp_path / "ck")
+    monkeypatch.setattr(base.F, "cross_entropy", poisoned)
+    out = _train(plan, task, spec, tmp_path / "ck")
     assert out.status == "diverged" and out.diverged_step == 7
     assert "non-finite" in out.diverged_reason

@@ -9,7 +9,6 @@ from tests.laws.util import CHINCHILLA
 
 @pytest.fixture
 def chinchilla_csv() -> Path:
-    """The Epoch CSV beside the clone (../shared/data); skip cleanly where it is absent."""
-    if not CHINCHILLA.exists():
-        pytest.skip(f"reference data not found at {CHINCHILLA}")
+    """The Epoch CSV kept in the repository (tests/data); a missing file is a failure."""
+    assert CHINCHILLA.exists(), f"reference data missing: {CHINCHILLA} (see tests/data/README.md)"
     return CHINCHILLA

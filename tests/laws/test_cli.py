@@ -8,15 +8,11 @@ import sqlite3
 import numpy as np
 import pytest
 
-from tests.laws.util import EPOCH_EXACT, EPOCH_INTERVALS, run_cli
+from tests.laws.util import CHINCHILLA, EPOCH_EXACT, EPOCH_INTERVALS, run_cli
 
 
 @pytest.fixture(scope="module")
-def chinchilla_fit(tmp_path_factory, request):
-    from tests.laws.util import CHINCHILLA
-
-    if not CHINCHILLA.exists():
-        pytest.skip(f"reference data not found at {CHINCHILLA}")
+def chinchilla_fit(tmp_path_factory):
     out = tmp_path_factory.mktemp("fit")
     proc = run_cli("fit", CHINCHILLA, "--law", "chinchilla", "--x", "Model Size", "--y", "loss",
                    "--flops-col", "Training FLOP", "--drop-highest", "5", "--bootstrap", "400",

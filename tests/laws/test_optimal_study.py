@@ -64,8 +64,10 @@ def test_fit_study_power_contract_on_a_six_rung_ladder():
     assert (fit["law"], fit["x"], fit["y"]) == ("power", "n_nonembed", "val_loss")
     assert set(fit["params"]) == {"E", "A", "alpha"}
     assert 0 <= fit["params"]["E"] <= loss.min()
+    # Six clean points pin all three parameters: none ends on a bound, each lies in its interval.
+    assert fit["on_bound"] == []
     for name, (lo, hi) in fit["intervals"].items():
-        assert lo <= fit["params"][name] <= hi or name in fit["on_bound"]
+        assert lo <= fit["params"][name] <= hi, name
     ho = fit["holdout"]
     assert ho["measured"] == pytest.approx(loss[-1])
     assert ho["rel_error"] == pytest.approx((ho["predicted"] - ho["measured"]) / ho["measured"])

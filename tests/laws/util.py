@@ -6,9 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-CHINCHILLA = (Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
-              / "chinchilla_epoch_svg_extracted.csv")
-# First row of shared/data/README.md ("replicate exactly") and the replication's 95% intervals.
+from tests.helpers import DATA
+
+CHINCHILLA = DATA / "chinchilla_epoch_svg_extracted.csv"  # Epoch's CSV: see tests/data/README.md
+# The replication's "replicate exactly" fit of that CSV and its 95% intervals (the README's table).
 EPOCH_EXACT = {"A": 477.84, "B": 2143.86, "E": 1.8172, "alpha": 0.34731, "beta": 0.36718}
 EPOCH_FINAL = {"A": 482.01, "B": 2085.43, "E": 1.8169, "alpha": 0.34781, "beta": 0.36585}
 EPOCH_INTERVALS = {"A": (285.2, 743.6), "B": (1042.4, 5810.3), "E": (1.769, 1.871),

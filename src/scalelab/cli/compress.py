@@ -1,10 +1,16 @@
-"""Commands on a trained study's models: compress, recommend, export."""
+"""Commands on a trained study's models: compress, recommend, export.
+
+Every command checks its input on a read-only view of the study first (bad input: one line, exit
+code 2, nothing written), then builds the study's task and family from its stored spec
+(`study.resolve`), the same objects `scalelab run` trained with.
+"""
 
 from __future__ import annotations
 
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -15,21 +21,27 @@ from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
 from scalelab.errors import UserError
 
 COMPRESS_HELP = f"""Make compressed variants of a trained rung, measure them like the rungs \
-(validation loss on the same windows, bytes of the saved file, latency at the study's batch \
+(validation loss on the same validation data, bytes of the saved file, latency at the study's batch \
 sizes, peak memory), store them in study.db and rebuild the report.
 
 Methods ({SYNTAX}):
 
-    int8            dynamic int8 quantization for CPU inference (ONNX Runtime)
-    fp16, bf16      weights cast to that dtype
+    int8            dynamic int8 quantization for CPU inference (ONNX Runtime);
+                    any family
+    fp16, bf16      weights cast to that dtype; any family
     prune:R[+ft]    structured: remove the fraction R of heads and MLP channels
-                    (0<R<1); +ft adds a short recovery fine-tune
-    sparse:S        unstructured magnitude pruning to sparsity S (0<S<1);
-                    a size study, no speed claim
-    lowrank:F[+ft]  Linear layers replaced by SVD factors of rank F x full rank
+                    (gpt) or hidden units (mlp) (0<R<1); +ft adds a short
+                    recovery fine-tune
+    sparse:S        unstructured magnitude pruning to sparsity S (0<S<1) of the
+                    Linear weights; a size study, no speed claim; any family
+    lowrank:F[+ft]  Linear layers replaced by SVD factors of rank F x full rank;
+                    any family
     distill[:R]     rung R's shape (default: the next smaller rung) trained as a
-                    student of this rung, compared with rung R (same tokens,
-                    no teacher)
+                    student of this rung, compared with rung R (same data, no
+                    teacher); language models and classifiers
+
+A method that does not apply to the study's family or task is an error. Without
+--methods: those of {", ".join(DEFAULT_METHODS)} that apply.
 
 Example:
 
@@ -59,7 +71,8 @@ Example:
 """
 
 
-def _study_spec(store):
+def _study_spec(store: Any) -> tuple[dict, Any]:
+    """The study record and its parsed spec."""
     from scalelab.spec import parse_spec
 
     study = store.study()
@@ -68,12 +81,25 @@ def _study_spec(store):
     return study, parse_spec(study["spec"], f"{store.folder}/study.db spec")
 
 
+def _objective(study: dict) -> str | None:
+    """The task objective recorded with the study (None for studies that did not record it)."""
+    return (study.get("corpus") or {}).get("objective")
+
+
+def _resolve(spec: Any, folder: Path) -> Any:
+    """The study's task and family, built from its stored spec as `scalelab run` built them."""
+    from scalelab.study import resolve
+
+    return resolve(spec, out=Path(folder))
+
+
 @app.command(help=COMPRESS_HELP)
 def compress(
     folder: Path = typer.Argument(..., help="study folder"),
     rung: str = typer.Option("largest", "--rung", help="rung index, or 'largest'"),
-    methods: str = typer.Option(",".join(DEFAULT_METHODS), "--methods",
-                                help="comma-separated methods (see above)"),
+    methods: str | None = typer.Option(
+        None, "--methods", help="comma-separated methods (see above) [default: the default "
+                                "methods that apply to the study]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
 ) -> None:
     import torch
@@ -81,7 +107,6 @@ def compress(
     from scalelab.compress import compress_study, plan_compress
     from scalelab.store import StudyStore
     from scalelab.study import write_outputs
-    from scalelab.tasks import get_task
     from scalelab.train.measure import resolve_device
 
     if device not in ("auto", "cpu", "cuda"):
@@ -89,9 +114,10 @@ def compress(
     # Everything is checked on a read-only view first: bad input changes nothing in the study.
     with StudyStore.open_readonly(folder) as ro:
         study, spec = _study_spec(ro)
-        plan_compress(ro.rungs(), rung, methods)
+        plan_compress(ro.rungs(), rung, methods, study["family"], _objective(study))
     dev = resolve_device(device)
-    task = get_task(spec.task.name, root=spec.task.root)
+    res = _resolve(spec, folder)
+    task, family = res.task, res.family
     recorded = (study.get("corpus") or {}).get("sha256")
     if recorded and recorded != task.fingerprint().get("sha256"):
         raise UserError("the task's corpus on this machine differs from the one the study was "
@@ -100,7 +126,7 @@ def compress(
         torch.set_num_threads(spec.measure.threads)
 
     with StudyStore.create_or_open(folder) as store:
-        plan = plan_compress(store.rungs(), rung, methods)
+        plan = plan_compress(store.rungs(), rung, methods, family.name, task.objective)
         with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
                       console=console, transient=True) as bar:
@@ -112,36 +138,41 @@ def compress(
                 if step % 10 == 0 or step == total:
                     bar.update(bars[name], completed=step, loss=f"{loss:.3f}")
 
-            records = compress_study(store, spec, task, dev, plan=plan,
+            records = compress_study(store, spec, task, family, dev, plan=plan,
                                      on_event=lambda msg: console.print(msg),
                                      on_progress=on_progress, redo=True)
         summary = write_outputs(store)
-    console.print(variant_table(summary, [r["name"] for r in records]))
+    console.print(variant_table(summary, [r.name for r in records]))
     console.print(f"report: {Path(folder) / 'report.html'}")
 
 
-def _f(x, fmt: str) -> str:
+def _f(x: Any, fmt: str) -> str:
     return "-" if x is None else format(x, fmt)
 
 
 def variant_table(summary: dict, names: list[str] | None = None) -> Table:
+    """The variants of summary.json (latencies already medians per batch), at batch 1 and the
+    largest batch measured."""
+    from scalelab.compress.latency import medians
+
+    shown = [v for v in summary["variants"] if names is None or v["name"] in names]
+    batches = sorted({b for v in shown for b in medians(v.get("latency_ms"))}, key=int)
+    big = batches[-1] if batches else "32"
     table = Table(title="variants", title_justify="left")
-    for col in ("name", "method", "N", "bytes", "val loss", "Δ loss", "lat b1 ms", "lat b32 ms",
-                "speedup b32"):
+    for col in ("name", "method", "N", "bytes", "val loss", "Δ loss", "lat b1 ms",
+                f"lat b{big} ms", f"speedup b{big}"):
         table.add_column(col, justify="right")
-    for v in summary["variants"]:
-        if names is not None and v["name"] not in names:
-            continue
+    for v in shown:
         extra = v.get("extra") or {}
-        lat = v.get("latency_ms") or {}
-        speed = (extra.get("speedup") or {}).get("32")
+        lat = medians(v.get("latency_ms"))
+        speed = (extra.get("speedup") or {}).get(big)
         if v["method"] == "sparse":
             speed_txt = "not claimed"
         else:
             speed_txt = _f(speed, ".2f") + ("x" if speed is not None else "")
         table.add_row(v["name"], v["method"], _f(v["n_params"], ",d"), _f(v["bytes"], ",d"),
                       _f(v["val_loss"], ".4f"), _f(extra.get("loss_delta"), "+.4f"),
-                      _f(lat.get("1"), ".3g"), _f(lat.get("32"), ".3g"), speed_txt)
+                      _f(lat.get("1"), ".3g"), _f(lat.get(big), ".3g"), speed_txt)
     return table
 
 
@@ -184,14 +215,21 @@ def export(
     variant: str | None = typer.Option(None, "--variant", help="variant name of that rung"),
     onnx: Path = typer.Option(..., "--onnx", help="output .onnx file"),
 ) -> None:
-    from scalelab.compress import load_rung_model, load_variant, plan_compress
-    from scalelab.export import ONNX_TOLERANCE, OrtModule, export_onnx, max_abs_logit_diff
+    from scalelab.compress import load_rung_model, load_variant
+    from scalelab.compress.plan import choose_rung
+    from scalelab.export import (
+        EXPORT_BATCH,
+        ONNX_TOLERANCE,
+        OrtModule,
+        export_onnx,
+        max_abs_logit_diff,
+    )
     from scalelab.store import StudyStore
 
     with StudyStore.open_readonly(folder) as store:
-        _study_spec(store)
+        _study, spec = _study_spec(store)
         rungs = store.rungs()
-        row = plan_compress(rungs, rung, "int8").rung  # resolves and checks the rung
+        row = choose_rung(rungs, rung)
         v = None
         if variant is not None:
             v = next((x for x in store.variants() if x["name"] == variant), None)
@@ -203,23 +241,23 @@ def export(
                                 f"not of rung {row['rung']}")
     if not onnx.parent.is_dir():
         raise UserError(f"folder {onnx.parent} does not exist")
-    plan = row["plan"]
-    block, vocab = plan["block_size"], plan["vocab_size"]
-    reference = load_rung_model(folder, row)
+    res = _resolve(spec, folder)
+    task, family = res.task, res.family
+    reference = load_rung_model(folder, row, family)
     what = f"rung {row['rung']}"
     if v is not None and v["method"] == "int8":
-        shutil.copyfile(load_variant(folder, v, rungs).path, onnx)
-        diff = max_abs_logit_diff(reference, OrtModule(onnx), block, vocab)
+        shutil.copyfile(load_variant(folder, v, rungs, family).path, onnx)
+        diff = max_abs_logit_diff(reference, OrtModule(onnx), task)
         console.print(f"wrote {onnx} (variant {v['name']}, int8, copied)")
         console.print(f"max abs logit difference vs the fp32 rung: {diff:.3g} "
                       "(int8 quantization error, not an export error)")
         return
     if v is not None:
-        reference = load_variant(folder, v, rungs)
+        reference = load_variant(folder, v, rungs, family)
         what = f"variant {v['name']}" + (f" (its {v['method']} weights run in fp32)"
                                           if v["method"] in ("fp16", "bf16") else "")
-    exporter = export_onnx(reference, onnx, block, vocab)
-    diff = max_abs_logit_diff(reference, OrtModule(onnx), block, vocab)
+    exporter = export_onnx(reference, onnx, task.example_input(EXPORT_BATCH))
+    diff = max_abs_logit_diff(reference, OrtModule(onnx), task)
     ok = diff < ONNX_TOLERANCE
     console.print(f"wrote {onnx} ({what}, {exporter} exporter, {onnx.stat().st_size:,} bytes)")
     console.print(f"max abs logit difference, ONNX Runtime vs PyTorch (fp32): {diff:.3g} "

@@ -37,16 +37,26 @@ def _fmt(x, fmt: str = ".3g") -> str:
 
 
 def rung_table(summary: dict) -> Table:
+    """The rung table; the quality columns are the task's (bits per byte for byte-level text,
+    error rate for classifiers, RMSE for regression)."""
+    corpus = summary["study"].get("corpus") or {}
+    unit = corpus.get("unit") or "byte"
+    metrics = corpus.get("metrics") or ["bpb"]
+    quality = [(f"val_{m}", label) for m, label in
+               (("bpb", "bits/byte"), ("error", "error"), ("rmse", "RMSE")) if m in metrics]
     table = Table(title=f"study {summary['study']['name']}", title_justify="left")
-    for col in ("rung", "status", "N (non-emb)", "layers x d", "tokens", "val loss", "bits/byte",
-                "FLOPs", "time s", "tok/s", "MFU", "lat b1 ms", "bytes"):
+    for col in ("rung", "status", "N (non-emb)", "shape", f"D ({unit}s)", "val loss",
+                *(label for _, label in quality), "train loss", "FLOPs", "time s",
+                f"{unit}s/s", "MFU", "lat b1 ms", "bytes"):
         table.add_column(col, justify="right")
     for r in summary["rungs"]:
         lat = r["latency_ms"].get("1")
         table.add_row(
-            str(r["rung"]), r["status"], f"{r['n_nonembed']:,}", f"{r['n_layer']}x{r['d_model']}",
-            _fmt(r["tokens"]), _fmt(r["val_loss"], ".4f"), _fmt(r["val_bpb"], ".4f"),
-            _fmt(r["flops"]), _fmt(r["train_seconds"], ".1f"), _fmt(r["tokens_per_s"], ".0f"),
+            str(r["rung"]), r["status"], f"{r['n_nonembed']:,}", r.get("describe") or "-",
+            _fmt(r.get("D", r.get("tokens"))), _fmt(r["val_loss"], ".4f"),
+            *(_fmt(r.get(key), ".4f") for key, _ in quality), _fmt(r.get("train_loss"), ".4f"),
+            _fmt(r["flops"]), _fmt(r["train_seconds"], ".1f"),
+            _fmt(r.get("units_per_s", r.get("tokens_per_s")), ".0f"),
             "-" if r["mfu"] is None else f"{100 * r['mfu']:.1f}%", _fmt(lat, ".2f"),
             _fmt(r["checkpoint_bytes"], ",d"),
         )
@@ -62,7 +72,8 @@ def fit_lines(summary: dict) -> list[str]:
             lo_hi = iv.get(name)
             band = f" [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]" if lo_hi else ""
             parts.append(f"{name}={value:.4g}{band}")
-        lines.append(f"law {fit['law']} in {fit['x']}: " + ", ".join(parts))
+        lines.append(f"law {fit['law']} of {fit.get('y', 'val_loss')} in {fit['x']}: "
+                     + ", ".join(parts))
         ho = fit.get("holdout")
         if ho:
             lines.append(f"holdout: largest rung predicted {ho['predicted']:.4f}, measured "
@@ -78,7 +89,7 @@ def run(
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda [default: the spec's device, auto]"),
 ) -> None:
-    from scalelab.ladder import RungPlan
+    from scalelab.records import RungPlan
     from scalelab.study import default_out, run_study
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
@@ -90,7 +101,7 @@ def run(
 
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} tok/s"),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}/s"),
         TimeElapsedColumn(), console=console, transient=False,
     ) as bar:
         tasks: dict[int, int] = {}
@@ -108,7 +119,7 @@ def run(
             if not task.started:
                 bar.start_task(tasks[plan.rung])
             speed = task.speed
-            rate = f"{speed * plan.batch_size * plan.block_size:,.0f}" if speed else "-"
+            rate = f"{speed * plan.units_per_step:,.0f}" if speed else "-"
             bar.update(tasks[plan.rung], completed=step, loss=f"{loss:.3f}", rate=rate)
 
         def on_done(plan: RungPlan, result: dict) -> None:

@@ -1,26 +1,35 @@
-"""Low-rank variants: Linear layers of the blocks replaced by truncated-SVD factors.
+"""Low-rank variants (`lowrank:F[+ft]`): Linear layers replaced by truncated-SVD factors; any
+family.
 
 A Linear weight W (out x in) becomes two Linears, `in -> k` (no bias) then `k -> out` (W's
 bias), with W ~ (U_k sqrt(S_k)) (sqrt(S_k) V_k^T), the best rank-k approximation in Frobenius
 norm. The rank is a fraction F of the full rank: k = max(1, round(F * min(out, in))). A layer is
 factored only when that stores fewer parameters than W (k * (out + in) < out * in); otherwise it
-stays dense. So at F = 0.5 the square attention output projection (d x d) stays dense while
-`qkv` (3d x d) and the MLP matrices (4d x d, d x 4d) are factored. The tied embedding/head is not
-factored. The structure (rank per layer name) is stored with the variant, so `restructure`
-rebuilds the module tree for loading its weights.
+stays dense. So for a GPT at F = 0.5 the square attention output projection (d x d) stays dense
+while `qkv` (3d x d) and the MLP matrices (4d x d, d x 4d) are factored. The layers considered are
+`layers.untied_linears` (every Linear but a head tied to the embedding: a GPT's blocks, an MLP's
+hidden layers and head, a CNN's head). The structure (rank per layer name) is stored with the
+variant (`settings.ranks`), so `restructure` rebuilds the module tree of `family.build(shape)` for
+loading its weights. A model none of whose layers would shrink is a one-line UserError.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
+from safetensors.torch import load_model
 
-
-def _parent_and_attr(root: nn.Module, name: str) -> tuple[nn.Module, str]:
-    parent_name, _, attr = name.rpartition(".")
-    return (root.get_submodule(parent_name) if parent_name else root), attr
+from scalelab.compress.base import Built, CompressMethod, Context
+from scalelab.compress.layers import set_submodule, untied_linears
+from scalelab.compress.methods import Method
+from scalelab.compress.recover import finish
+from scalelab.errors import UserError
+from scalelab.models.base import Family
 
 
 def _factored(in_f: int, out_f: int, rank: int, bias: bool) -> nn.Sequential:
@@ -35,13 +44,11 @@ def rank_for(out_f: int, in_f: int, fraction: float) -> int | None:
 
 @torch.no_grad()
 def factorize(model: nn.Module, fraction: float) -> tuple[nn.Module, dict[str, int]]:
-    """A copy of `model` with each block Linear replaced by rank-k SVD factors; returns
+    """A copy of `model` with each untied Linear replaced by rank-k SVD factors; returns
     (model, {layer name: rank}) for the layers that were factored."""
     model = copy.deepcopy(model)
     ranks: dict[str, int] = {}
-    targets = [(f"blocks.{n}", m) for n, m in model.blocks.named_modules()
-               if isinstance(m, nn.Linear)]
-    for name, lin in targets:
+    for name, lin in untied_linears(model):
         k = rank_for(lin.out_features, lin.in_features, fraction)
         if k is None:
             continue
@@ -54,17 +61,45 @@ def factorize(model: nn.Module, fraction: float) -> tuple[nn.Module, dict[str, i
         new[1].weight.copy_(u[:, :k] * root[None, :])
         if lin.bias is not None:
             new[1].bias.copy_(lin.bias)
-        parent, attr = _parent_and_attr(model, name)
-        setattr(parent, attr, new)
+        set_submodule(model, name, new)
         ranks[name] = k
     return model, ranks
 
 
-def restructure(model: nn.Module, ranks: dict[str, int]) -> nn.Module:
+def restructure(model: nn.Module, ranks: Mapping[str, int]) -> nn.Module:
     """Give a freshly built model the factored layers of `ranks` (weights to be loaded next)."""
     for name, k in ranks.items():
-        parent, attr = _parent_and_attr(model, name)
-        lin = getattr(parent, attr)
-        setattr(parent, attr, _factored(lin.in_features, lin.out_features, k,
-                                        lin.bias is not None))
+        lin = model.get_submodule(name)
+        set_submodule(model, name, _factored(lin.in_features, lin.out_features, int(k),
+                                             lin.bias is not None))
     return model
+
+
+class LowRank(CompressMethod):
+    """`lowrank:F[+ft]`: truncated-SVD factors of the untied Linear layers; any family."""
+
+    kind = "lowrank"
+
+    def describe(self, method: Method) -> str:
+        ft = ", then a recovery fine-tune" if method.finetune else ""
+        return (f"Linear layers replaced by SVD factors of rank {method.value:g} x full rank "
+                f"where that saves parameters{ft}")
+
+    def make(self, ctx: Context, method: Method, name: str) -> Built:
+        assert method.value is not None
+        model, ranks = factorize(ctx.base, method.value)
+        if not ranks:
+            raise UserError(f"{method.text}: no Linear layer of rung {ctx.row['rung']}'s "
+                            f"{ctx.family.name} model gets smaller at rank fraction "
+                            f"{method.value:g}")
+        return finish(ctx, model, name, method, {"rank_fraction": method.value, "ranks": ranks},
+                      {"factored_layers": len(ranks)})
+
+    def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
+                path: Path) -> nn.Module:
+        model = restructure(family.build(shape), (variant.get("settings") or {})["ranks"])
+        load_model(model, str(path))
+        return model.float().eval()
+
+
+__all__ = ["LowRank", "factorize", "rank_for", "restructure"]

@@ -1,17 +1,20 @@
 """The method strings of `scalelab compress --methods` and the spec's `compress.methods`.
 
-Parsing is pure (no torch), so the spec can validate its `compress:` section before any training
-starts. Syntax, one item per method, comma-separated on the command line:
+Parsing is pure (no torch, no stage imported), so a spec's `compress:` section can be checked
+before any training starts. Which methods apply to a study's family and task is not a question of
+syntax: `scalelab.compress.base` (the registry) answers it. Syntax, one item per method,
+comma-separated on the command line:
 
     int8            dynamic int8 quantization for CPU inference (ONNX Runtime), see quantize.py
     fp16, bf16      every weight cast to that dtype (stored and computed in it)
     prune:R[+ft]    structured pruning: remove the fraction R of each layer's attention heads and
-                    MLP channels (0 < R < 1); `+ft` adds a short recovery fine-tune
-    sparse:S        unstructured magnitude pruning to sparsity S of the block Linear weights
-                    (0 < S < 1); a quality-and-size study, no speed claim
+                    MLP channels (gpt) or hidden units (mlp) (0 < R < 1); `+ft` adds a short
+                    recovery fine-tune
+    sparse:S        unstructured magnitude pruning to sparsity S of every Linear weight but tied
+                    heads (0 < S < 1); a quality-and-size study, no speed claim
     lowrank:F[+ft]  Linear layers replaced by SVD factors of rank F x full rank (0 < F < 1)
     distill[:R]     rung R's shape trained as a student of the compressed rung (default R: the next
-                    smaller trained rung), compared with rung R itself (same shape, same tokens)
+                    smaller trained rung), compared with rung R itself (same shape, same data)
 """
 
 from __future__ import annotations
@@ -53,6 +56,7 @@ class Method:
 
 
 def parse_method(item: str) -> Method:
+    """One method string (case and surrounding spaces ignored) as a `Method`; UserError if bad."""
     text = item.strip().lower()
     if not text:
         raise UserError(f"empty method in the method list; known methods: {SYNTAX}")

@@ -1,81 +1,78 @@
-"""Pruning of the GPT family: structured (heads and MLP channels really removed) and unstructured
-(magnitude, a quality-and-size study).
+"""Structured pruning (`prune:R[+ft]`): whole heads, channels and hidden units really removed, so
+the pruned model is a smaller model of the same family, built by `family.build(pruned shape)`.
+Families: gpt and mlp.
 
-Structured. Our own code instead of Torch-Pruning: the model is a small nanoGPT-style module where
-the dependency groups are obvious (a head = its q, k and v rows of `qkv` plus its columns of
-`attn.proj`; an MLP channel = one row of `mlp.fc` and one column of `mlp.proj`), so slicing those
-weights is a few lines and needs no graph tracing. Each layer loses the same fraction R of its
-heads and of its MLP channels (at least one of each is kept); the residual width d_model and
-HEAD_DIM per head stay, so the kept heads compute exactly what they computed before.
+Our own code instead of Torch-Pruning: the models are small modules whose dependency groups are
+obvious, so slicing those weights is a few lines and needs no graph tracing.
 
-Importance is activation-weighted: for each input feature j of `attn.proj` and `mlp.proj`,
-mean |activation_j| over calibration batches from the *training* split times the L2 norm of the
-weight column that reads it (the feature's contribution to the residual stream); a head's score
-is the sum over its HEAD_DIM features. With shared layers (ALBERT-style) the one block is scored
-over all the depths it is applied at.
+- gpt: a head = its q, k and v rows of `attn.qkv` plus its columns of `attn.proj`; an MLP channel
+  = one row of `mlp.fc` and one column of `mlp.proj`. Each layer loses the same fraction R of its
+  heads and of its MLP channels (at least one of each is kept); the residual width d_model and
+  `head_dim` stay, so the kept heads compute exactly what they computed before. Because every
+  layer keeps the same counts, the pruned model is a GPT of the config `n_head = kept heads,
+  d_ff = kept channels` (GPTConfig carries `head_dim` and `d_ff` for this): no special module.
+- mlp: a hidden unit = its row of its Linear and its column of the next one (the head for the last
+  hidden layer); each hidden layer loses the fraction R of its units (`models.mlp.prune_hidden`
+  slices them; the widths may then differ per layer, which the shape's `hidden` list allows).
 
-The pruned model is a `GPT` whose blocks carry `PrunedAttention` and narrower MLP Linears; its
-structure is the per-block lists `heads` and `ffn` (kept heads, kept MLP channels), stored with
-the variant so `restructure` can rebuild it for loading its weights.
+Importance is activation-weighted: mean |activation| of a feature over calibration batches from
+the *training* split (CALIBRATION_BATCHES x CALIBRATION_BATCH_SIZE examples of `task.batch`, fixed
+seed) times the L2 norm of the weight column that reads it (its contribution downstream). For
+gpt the features are the inputs of `attn.proj` and `mlp.proj`, a head's score is the sum over its
+`head_dim` features, and with shared layers (ALBERT-style) the one block is scored over all the
+depths it is applied at. For mlp it is `models.mlp.hidden_importance`.
 
-Unstructured. Within every Linear weight of the blocks (the tied embedding/head is left dense),
-the fraction S of entries with the smallest magnitude is set to zero. The saved file is a
-safetensors file in a bitmask format: per pruned matrix a packed bit mask (1 bit per entry) and
-the fp32 values of the kept entries, the rest dense, so its size (not an estimate) shows what the
-sparsity buys in storage. Run time uses dense kernels on the zero-filled matrices: no speedup is
-claimed (the latency is measured and stored all the same).
+Stored settings: `ratio`, the pruned `shape` (so restoring is `family.build(shape)` + the saved
+weights) and `finetune`. `extra.structure` lists what changed as {part, before, after}. Variants
+of scalelab 1 stored only `structure` ({"heads": [...], "ffn": [...]} per block); the store's
+migration adds their `shape`, and `restore_shape` derives it the same way when it is missing.
 """
 
 from __future__ import annotations
 
-import copy
-import json
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file, save_file
-from torch.nn import functional as F
+from safetensors.torch import load_model
 
-from scalelab.models import gpt
+from scalelab.compress.base import Built, CompressMethod, Context, rung_shape
+from scalelab.compress.methods import Method
+from scalelab.compress.recover import finish
+from scalelab.models.base import Family
+from scalelab.tasks.base import Task
 
 CALIBRATION_BATCHES = 8
 CALIBRATION_BATCH_SIZE = 32
 CALIBRATION_SEED = 1234
-SPARSE_FORMAT = "scalelab-bitmask-sparse-v1"
+
+Scores = list[Any]
+Pruned = tuple[nn.Module, dict, list[dict]]  # (model, shape, structure changes)
 
 
-class PrunedAttention(nn.Module):
-    """Causal self-attention with `n_head` heads of `head_dim` each, reading and writing a
-    residual stream of width `d_model` (n_head * head_dim may be smaller than d_model)."""
-
-    def __init__(self, d_model: int, n_head: int, head_dim: int):
-        super().__init__()
-        self.n_head, self.head_dim = n_head, head_dim
-        inner = n_head * head_dim
-        self.qkv = nn.Linear(d_model, 3 * inner)
-        self.proj = nn.Linear(inner, d_model)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, _ = x.shape
-        inner = self.n_head * self.head_dim
-        q, k, v = self.qkv(x).split(inner, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).contiguous().view(b, t, inner))
-
-
-def _head_dim(model: gpt.GPT) -> int:
-    return model.cfg.d_model // model.cfg.n_head
-
-
-def _keep(n: int, ratio: float) -> int:
+def keep_count(n: int, ratio: float) -> int:
+    """How many of n units a layer keeps at `ratio` (rounded, at least one)."""
     return max(1, int(n * (1.0 - ratio) + 0.5))
 
 
+def top_indices(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the k highest scores, in ascending index order (keeps the original layout)."""
+    return torch.sort(torch.topk(scores, k).indices).values
+
+
+def calibration_batches(task: Task) -> list[torch.Tensor]:
+    """The inputs importance is measured on: fixed-seed training batches of the task."""
+    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
+    return [task.batch(CALIBRATION_BATCH_SIZE, gen)[0] for _ in range(CALIBRATION_BATCHES)]
+
+
+# -- gpt ---------------------------------------------------------------------------------------
+
+
 @torch.no_grad()
-def importance(model: gpt.GPT, task, block_size: int, device: torch.device) -> list[dict]:
+def gpt_importance(model: nn.Module, task: Task, device: torch.device) -> Scores:
     """Per unique block: {"heads": score per head, "ffn": score per MLP channel}."""
     model = model.eval()
     sums: dict[int, dict[str, torch.Tensor]] = {}
@@ -83,24 +80,22 @@ def importance(model: gpt.GPT, task, block_size: int, device: torch.device) -> l
     for i, block in enumerate(model.blocks):
         sums[i] = {}
 
-        def hook(name, i=i):
-            def fn(_module, inputs):
+        def hook(name: str, i: int = i) -> Callable:
+            def fn(_module: nn.Module, inputs: tuple) -> None:
                 a = inputs[0].detach().abs().float().sum(dim=(0, 1))
                 sums[i][name] = sums[i].get(name, 0) + a
             return fn
 
         hooks.append(block.attn.proj.register_forward_pre_hook(hook("attn")))
         hooks.append(block.mlp.proj.register_forward_pre_hook(hook("ffn")))
-    gen = torch.Generator().manual_seed(CALIBRATION_SEED)
     try:
-        for _ in range(CALIBRATION_BATCHES):
-            x, _ = task.batch(CALIBRATION_BATCH_SIZE, block_size, gen)
+        for x in calibration_batches(task):
             model(x.to(device))
     finally:
         for h in hooks:
             h.remove()
+    hd = model.cfg.head_dim
     out = []
-    hd = _head_dim(model)
     for i, block in enumerate(model.blocks):
         attn_feat = sums[i]["attn"] * block.attn.proj.weight.detach().float().norm(dim=0)
         ffn_feat = sums[i]["ffn"] * block.mlp.proj.weight.detach().float().norm(dim=0)
@@ -108,122 +103,111 @@ def importance(model: gpt.GPT, task, block_size: int, device: torch.device) -> l
     return out
 
 
-def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the k highest scores, in ascending index order (keeps the original layout)."""
-    return torch.sort(torch.topk(scores, k).indices).values
-
-
 @torch.no_grad()
-def prune_structured(model: gpt.GPT, ratio: float, scores: list[dict]) -> tuple[gpt.GPT, dict]:
-    """A copy of `model` with the fraction `ratio` of each block's heads and MLP channels removed.
-    Returns (pruned model, structure {"heads": [...], "ffn": [...]} per unique block)."""
-    model = copy.deepcopy(model)
-    hd = _head_dim(model)
-    d = model.cfg.d_model
-    heads, ffn = [], []
-    for block, score in zip(model.blocks, scores, strict=True):
-        attn, mlp = block.attn, block.mlp
-        n_head = attn.qkv.out_features // (3 * hd)
-        keep_h = _top(score["heads"], _keep(n_head, ratio))
+def prune_gpt(family: Family, model: nn.Module, shape: dict, ratio: float,
+              scores: Scores) -> Pruned:
+    """The GPT of config n_head = kept heads, d_ff = kept channels, with the kept rows and
+    columns of every block copied in (everything else copied as is)."""
+    cfg = model.cfg
+    hd, inner = cfg.head_dim, cfg.n_head * cfg.head_dim
+    n_head, d_ff = keep_count(cfg.n_head, ratio), keep_count(cfg.d_ff, ratio)
+    new_shape = {**shape, "n_head": n_head, "d_ff": d_ff, "head_dim": hd}
+    state = dict(model.state_dict())
+    for i, score in enumerate(scores):
+        keep_h = top_indices(score["heads"], n_head)
         rows = torch.cat([torch.arange(h * hd, (h + 1) * hd) for h in keep_h.tolist()])
-        inner = n_head * hd
         qkv_rows = torch.cat([rows + s * inner for s in range(3)])
-        new_attn = PrunedAttention(d, len(keep_h), hd).to(attn.qkv.weight.device)
-        new_attn.qkv.weight.copy_(attn.qkv.weight[qkv_rows])
-        new_attn.qkv.bias.copy_(attn.qkv.bias[qkv_rows])
-        new_attn.proj.weight.copy_(attn.proj.weight[:, rows])
-        new_attn.proj.bias.copy_(attn.proj.bias)
-        block.attn = new_attn
-
-        keep_f = _top(score["ffn"], _keep(mlp.fc.out_features, ratio))
-        fc = nn.Linear(d, len(keep_f)).to(mlp.fc.weight.device)
-        fc.weight.copy_(mlp.fc.weight[keep_f])
-        fc.bias.copy_(mlp.fc.bias[keep_f])
-        proj = nn.Linear(len(keep_f), d).to(mlp.proj.weight.device)
-        proj.weight.copy_(mlp.proj.weight[:, keep_f])
-        proj.bias.copy_(mlp.proj.bias)
-        mlp.fc, mlp.proj = fc, proj
-        heads.append(len(keep_h))
-        ffn.append(len(keep_f))
-    return model, {"heads": heads, "ffn": ffn}
+        keep_f = top_indices(score["ffn"], d_ff)
+        p = f"blocks.{i}."
+        for key, index, dim in (("attn.qkv.weight", qkv_rows, 0), ("attn.qkv.bias", qkv_rows, 0),
+                                ("attn.proj.weight", rows, 1), ("mlp.fc.weight", keep_f, 0),
+                                ("mlp.fc.bias", keep_f, 0), ("mlp.proj.weight", keep_f, 1)):
+            t = state[p + key]
+            state[p + key] = t.index_select(dim, index.to(t.device))
+    ref = next(model.parameters())
+    new = family.build(new_shape).to(device=ref.device, dtype=ref.dtype)
+    new.load_state_dict(state)
+    changes = [{"part": "attention heads per layer", "before": cfg.n_head, "after": n_head},
+               {"part": "MLP channels per layer", "before": cfg.d_ff, "after": d_ff}]
+    return new.eval(), new_shape, changes
 
 
-def restructure(model: gpt.GPT, structure: dict) -> gpt.GPT:
-    """Give a freshly built GPT the pruned shapes of `structure` (weights to be loaded next)."""
-    hd = _head_dim(model)
-    d = model.cfg.d_model
-    for block, h, f in zip(model.blocks, structure["heads"], structure["ffn"], strict=True):
-        block.attn = PrunedAttention(d, h, hd)
-        block.mlp.fc = nn.Linear(d, f)
-        block.mlp.proj = nn.Linear(f, d)
-    return model
-
-
-# -- unstructured ------------------------------------------------------------------------------
-
-
-def _block_linears(model: nn.Module) -> list[tuple[str, nn.Linear]]:
-    return [(f"blocks.{name}", m) for name, m in model.blocks.named_modules()
-            if isinstance(m, nn.Linear)]
+# -- mlp ---------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def sparsify(model: nn.Module, sparsity: float) -> tuple[nn.Module, dict]:
-    """A copy with the smallest-magnitude fraction `sparsity` of each block Linear weight zeroed.
-    Returns (model, {"sparsity": achieved over those weights, "pruned_weights": count})."""
-    model = copy.deepcopy(model)
-    zeros, total = 0, 0
-    for _, lin in _block_linears(model):
-        w = lin.weight
-        k = int(round(sparsity * w.numel()))
-        if k:
-            idx = torch.argsort(w.abs().flatten())[:k]
-            w.view(-1)[idx] = 0.0
-        zeros += int((w == 0).sum())
-        total += w.numel()
-    return model, {"sparsity": zeros / total if total else 0.0, "pruned_weights": total}
+def mlp_importance(model: nn.Module, task: Task, device: torch.device) -> Scores:
+    """Per hidden layer, per unit (`models.mlp.hidden_importance` on the calibration batches)."""
+    from scalelab.models.mlp import hidden_importance
+
+    x = torch.cat(calibration_batches(task)).to(device)
+    return [s.cpu() for s in hidden_importance(model.eval(), x)]
 
 
-def save_sparse(model: nn.Module, path: Path) -> int:
-    """Bitmask-sparse safetensors file (see module docstring); returns its bytes."""
-    sparse = {f"{name}.weight" for name, _ in _block_linears(model)}
-    tensors, shapes = {}, {}
-    seen: set[int] = set()
-    for name, t in model.state_dict().items():
-        if t.data_ptr() in seen:  # the tied head shares the embedding's storage
-            continue
-        seen.add(t.data_ptr())
-        t = t.detach().cpu().contiguous()
-        if name in sparse:
-            mask = (t != 0).numpy().reshape(-1)
-            tensors[f"{name}:mask"] = torch.from_numpy(np.packbits(mask))
-            tensors[f"{name}:values"] = t.reshape(-1)[torch.from_numpy(mask)].clone()
-            shapes[name] = list(t.shape)
-        else:
-            tensors[name] = t
-    save_file(tensors, str(path), metadata={"format": SPARSE_FORMAT, "shapes": json.dumps(shapes)})
-    return path.stat().st_size
+@torch.no_grad()
+def prune_mlp(family: Family, model: nn.Module, shape: dict, ratio: float,
+              scores: Scores) -> Pruned:
+    """The MLP keeping the highest-scoring fraction 1 - ratio of each hidden layer's units."""
+    from scalelab.models.mlp import prune_hidden
+
+    keep = [top_indices(s, keep_count(len(s), ratio)).tolist() for s in scores]
+    new, new_shape = prune_hidden(model, shape, keep)
+    changes = [{"part": "hidden units", "before": list(shape["hidden"]),
+                "after": list(new_shape["hidden"])}]
+    return new.eval(), new_shape, changes
 
 
-def load_sparse(model: nn.Module, path: Path) -> nn.Module:
-    """Load a bitmask-sparse file into a dense model of the same shape."""
-    from safetensors import safe_open
+PRUNERS: dict[str, tuple[Callable[..., Scores], Callable[..., Pruned]]] = {
+    "gpt": (gpt_importance, prune_gpt),
+    "mlp": (mlp_importance, prune_mlp),
+}
 
-    with safe_open(str(path), framework="pt") as fh:
-        meta = fh.metadata() or {}
-    if meta.get("format") != SPARSE_FORMAT:
-        raise ValueError(f"{path} is not a {SPARSE_FORMAT} file")
-    shapes = json.loads(meta["shapes"])
-    raw = load_file(str(path))
-    state = {k: v for k, v in raw.items() if ":" not in k}
-    for name, shape in shapes.items():
-        n = int(np.prod(shape))
-        mask = np.unpackbits(raw[f"{name}:mask"].numpy())[:n].astype(bool)
-        dense = torch.zeros(n, dtype=raw[f"{name}:values"].dtype)
-        dense[torch.from_numpy(mask)] = raw[f"{name}:values"]
-        state[name] = dense.view(shape)
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(k != "head.weight" for k in missing):
-        raise ValueError(f"{path} does not match the model: missing {missing}, "
-                         f"unexpected {unexpected}")
-    return model
+
+def prune_structured(family: Family, model: nn.Module, shape: dict, ratio: float, task: Task,
+                     device: torch.device) -> Pruned:
+    """Score on the task's calibration batches, then prune the fraction `ratio` (0 keeps every
+    unit: the same function, rebuilt)."""
+    importance, prune = PRUNERS[family.name]
+    return prune(family, model, shape, ratio, importance(model, task, device))
+
+
+class Prune(CompressMethod):
+    """`prune:R[+ft]`: structured pruning of gpt and mlp models (see the module docstring)."""
+
+    kind = "prune"
+    families = tuple(PRUNERS)
+
+    def describe(self, method: Method) -> str:
+        ft = ", then a recovery fine-tune" if method.finetune else ""
+        return (f"remove {method.value:.0%} of each layer's attention heads and MLP channels "
+                f"(gpt) or hidden units (mlp){ft}")
+
+    def make(self, ctx: Context, method: Method, name: str) -> Built:
+        assert method.value is not None
+        model, shape, changes = prune_structured(ctx.family, ctx.base, ctx.shape, method.value,
+                                                 ctx.task, ctx.device)
+        return finish(ctx, model, name, method, {"ratio": method.value, "shape": shape},
+                      {"structure": changes, "shape_before": ctx.family.describe(ctx.shape),
+                       "shape_after": ctx.family.describe(shape)})
+
+    def restore_shape(self, variant: Mapping[str, Any], rungs: Mapping[int, dict]) -> dict:
+        settings = variant.get("settings") or {}
+        if settings.get("shape"):
+            return dict(settings["shape"])
+        structure = settings.get("structure") or {}
+        heads, ffn = structure.get("heads") or [], structure.get("ffn") or []
+        if len(set(heads)) != 1 or len(set(ffn)) != 1:
+            raise ValueError(f"variant {variant.get('name')}: prune settings hold neither a "
+                             f"shape nor one width per model ({structure})")
+        return {**rung_shape(rungs[variant["of_rung"]]), "n_head": heads[0], "d_ff": ffn[0]}
+
+    def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
+                path: Path) -> nn.Module:
+        model = family.build(shape)
+        load_model(model, str(path))
+        return model.float().eval()
+
+
+__all__ = ["CALIBRATION_BATCHES", "CALIBRATION_BATCH_SIZE", "CALIBRATION_SEED", "PRUNERS",
+           "Prune", "gpt_importance", "keep_count", "mlp_importance", "prune_gpt", "prune_mlp",
+           "prune_structured", "top_indices"]

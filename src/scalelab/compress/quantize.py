@@ -1,4 +1,6 @@
 """Quantization variants: int8 dynamic quantization for CPU inference, fp16/bf16 weight casts.
+Both apply to every family (int8 to every model the ONNX exporters can write; one that cannot is
+a one-line UserError when its variant is made).
 
 int8 decision: ONNX Runtime's `quantize_dynamic`, not torchao. Measured with
 `benchmarks/int8_backends.py --threads 1` on this machine (shared x86_64 CPU, torch 2.13.0+cpu,
@@ -25,32 +27,66 @@ directly on the quantized graph: the int8 weight tensors feeding MatMulInteger (
 the blocks) plus their scales and zero points, against the same weights' fp32 bytes
 (`extra.linear_weight_ratio`, ~4.0). The tied embedding/output-head matrix is not a
 MatMulInteger weight (ORT stores it int8 for the embedding Gather); `extra.linear_weight_numel`
-and `extra.torch_linear_weight_numel` show what the ratio covers.
+and `extra.torch_linear_weight_numel` show what the ratio covers. For other families the same
+figures cover every weight ORT quantized into an integer kernel: MatMulInteger (Linear layers; the
+2-D Gemm an MLP exports to is quantized into MatMulInteger too) and ConvInteger (a CNN's
+convolutions); `torch_linear_weight_numel` counts the Linear and Conv weights of the PyTorch model.
+
+Inputs: the exported graph is traced on `task.example_input(EXPORT_BATCH)` (token ids, or float32
+features for vector and image tasks); int8 needs no calibration data (activations are quantized
+at run time).
+
+Casts on float inputs: a model cast to fp16/bf16 gets float32 images or vectors from the task;
+the variant runs as `CastInputs(model)`, which casts floating inputs to the weights' dtype at the
+entry (token ids pass unchanged). Only the weights are saved, so the file is the cast model's.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
-from safetensors.torch import save_model
+from safetensors.torch import load_model
 
-from scalelab.export import OrtModule, _quiet, _require_onnx, export_onnx
+from scalelab.compress.base import Built, CompressMethod, Context
+from scalelab.compress.latency import medians, speedups
+from scalelab.compress.methods import Method
+from scalelab.export import EXPORT_BATCH, OrtModule, export_onnx, quiet, require_onnx
+from scalelab.models.base import Family
+from scalelab.train.checkpoint import save_weights
+from scalelab.train.measure import latencies
 
 CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # ORT's dynamic-quantized weight kernels
+
+
+class CastInputs(nn.Module):
+    """`model` (cast to a low-precision dtype) called on inputs cast to that dtype when they are
+    floating point; integer inputs (token ids) pass unchanged."""
+
+    def __init__(self, model: nn.Module, dtype: torch.dtype):
+        super().__init__()
+        self.model = model
+        self.dtype = dtype
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x.to(self.dtype) if x.is_floating_point() else x)
 
 
 def cast(model: nn.Module, kind: str, path: Path) -> tuple[nn.Module, int]:
-    """Every parameter cast to fp16/bf16 (stored and computed in it); returns (model, bytes)."""
-    model = model.to(CAST_DTYPES[kind])
-    save_model(model, str(path))
-    return model, path.stat().st_size
+    """A copy with every parameter cast to fp16/bf16 (stored and computed in it), saved to
+    `path`; returns (the cast model, bytes of the file)."""
+    model = copy.deepcopy(model).to(CAST_DTYPES[kind])
+    return model, save_weights(model, path)
 
 
 def linear_weight_bytes(onnx_path: Path) -> dict:
-    """Bytes of the Linear weights in a dynamically quantized graph vs their fp32 size."""
+    """Bytes of the integer-kernel weights (MatMulInteger, ConvInteger) in a dynamically
+    quantized graph vs their fp32 size."""
     import onnx
     from onnx import numpy_helper
 
@@ -58,7 +94,7 @@ def linear_weight_bytes(onnx_path: Path) -> dict:
     inits = {i.name: i for i in graph.initializer}
     q_bytes, fp32_bytes, numel, n = 0, 0, 0, 0
     for node in graph.node:
-        if node.op_type != "MatMulInteger" or node.input[1] not in inits:
+        if node.op_type not in INTEGER_OPS or node.input[1] not in inits:
             continue
         w_name = node.input[1]
         w = numpy_helper.to_array(inits[w_name])
@@ -74,18 +110,18 @@ def linear_weight_bytes(onnx_path: Path) -> dict:
             "linear_weight_ratio": fp32_bytes / q_bytes if q_bytes else None}
 
 
-def int8_dynamic(model: nn.Module, block_size: int, vocab_size: int,
+def int8_dynamic(model: nn.Module, example: torch.Tensor,
                  path: Path) -> tuple[OrtModule, OrtModule, int, dict]:
-    """Export fp32 ONNX, quantize it with ORT's quantize_dynamic (int8 weights, per tensor,
-    activations quantized at run time); returns (int8 module, fp32 ONNX module, bytes, extra)."""
-    _require_onnx()
+    """Export fp32 ONNX traced on `example`, quantize it with ORT's quantize_dynamic (int8
+    weights, per tensor, activations quantized at run time); returns (int8 module, fp32 ONNX
+    module, bytes, extra)."""
+    require_onnx()
     import onnxruntime
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     fp32_path = path.with_name(path.stem + "-fp32.onnx")
-    exporter = export_onnx(copy.deepcopy(model).float().cpu(), fp32_path, block_size,
-                           vocab_size)
-    with _quiet():  # also hides ORT's "consider pre-processing" notice
+    exporter = export_onnx(copy.deepcopy(model).float().cpu(), fp32_path, example)
+    with quiet():  # also hides ORT's "consider pre-processing" notice
         quantize_dynamic(str(fp32_path), str(path), weight_type=QuantType.QInt8)
     extra = {
         "runtime": f"onnxruntime {onnxruntime.__version__} (CPU)",
@@ -94,9 +130,64 @@ def int8_dynamic(model: nn.Module, block_size: int, vocab_size: int,
         "fp32_onnx_bytes": fp32_path.stat().st_size,
         **linear_weight_bytes(path),
         "torch_linear_weight_numel": sum(int(m.weight.numel()) for m in model.modules()
-                                         if isinstance(m, nn.Linear)),
+                                         if isinstance(m, nn.Linear | nn.Conv1d | nn.Conv2d)),
     }
     return OrtModule(path), OrtModule(fp32_path), path.stat().st_size, extra
 
 
-__all__ = ["CAST_DTYPES", "cast", "int8_dynamic", "linear_weight_bytes"]
+class Int8(CompressMethod):
+    """`int8`: ONNX Runtime dynamic quantization; any family (see the module docstring)."""
+
+    kind = "int8"
+
+    def describe(self, method: Method) -> str:
+        return ("int8 weights (per tensor), activations quantized at run time, run by ONNX "
+                "Runtime on the CPU")
+
+    def make(self, ctx: Context, method: Method, name: str) -> Built:
+        path = ctx.file(name, ".onnx")
+        q, fp32, nbytes, extra = int8_dynamic(ctx.base, ctx.task.example_input(EXPORT_BATCH),
+                                              path)
+        cpu = torch.device("cpu")
+        m = ctx.spec.measure
+        # The same graph in fp32 under the same runtime: tells the int8 effect from ORT's own.
+        fp32_lat = latencies(fp32, ctx.task, cpu, m.latency_batches, m.latency_repeats)
+        Path(fp32.path).unlink(missing_ok=True)
+        extra["fp32_onnxruntime_latency_ms"] = medians(fp32_lat)
+        return Built(q, path, nbytes, int(ctx.row["n_params"]), int(ctx.row["n_nonembed"]),
+                     settings={"weight_type": "QInt8", "per_channel": False}, extra=extra,
+                     device=cpu)
+
+    def after_measure(self, built: Built, measured: dict) -> dict:
+        return {"speedup_vs_fp32_onnxruntime": speedups(
+            built.extra["fp32_onnxruntime_latency_ms"], measured["latency_ms"])}
+
+    def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
+                path: Path) -> nn.Module:
+        return OrtModule(path)
+
+
+class Cast(CompressMethod):
+    """`fp16` / `bf16`: every weight cast to that dtype; any family."""
+
+    def describe(self, method: Method) -> str:
+        return f"every weight stored and computed in {self.kind}"
+
+    def make(self, ctx: Context, method: Method, name: str) -> Built:
+        path = ctx.file(name)
+        model, nbytes = cast(ctx.base, self.kind, path)
+        n, ne = ctx.counts(model)
+        return Built(CastInputs(model, CAST_DTYPES[self.kind]), path, nbytes, n, ne,
+                     settings={"dtype": self.kind},
+                     extra={"note": f"weights stored and computed in {self.kind}"})
+
+    def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
+                path: Path) -> nn.Module:
+        """The cast weights, back in fp32 (what export and comparisons need)."""
+        model = family.build(shape).to(CAST_DTYPES[self.kind])
+        load_model(model, str(path))
+        return model.float().eval()
+
+
+__all__ = ["CAST_DTYPES", "Cast", "CastInputs", "Int8", "cast", "int8_dynamic",
+           "linear_weight_bytes"]

@@ -12,56 +12,44 @@ from collections.abc import Callable
 
 import torch
 
-from scalelab.ladder import RungPlan
+from scalelab.models.base import Family
+from scalelab.records import FINISHED, RungPlan, RungResult
 from scalelab.spec import StudySpec
 from scalelab.store import StudyStore
-from scalelab.tasks import Task
+from scalelab.tasks.base import Task
 from scalelab.train import measure
 from scalelab.train.checkpoint import save_weights
 from scalelab.train.loop import TrainOutcome, train_rung
 
-FINISHED = ("done", "diverged")
-
 
 def measure_rung(plan: RungPlan, outcome: TrainOutcome, task: Task, spec: StudySpec,
-                 device: torch.device, gemm_peak: float | None, weights_bytes: int,
-                 peak_mem: int | None) -> dict:
+                 device: torch.device, gemm_peak: float | None) -> RungResult:
     """Every measurement of a trained rung, by DESIGN.md's rules."""
     model = outcome.model
-    final = task.eval_windows(spec.train.final_eval_tokens, plan.block_size)
-    val_loss = measure.eval_loss(model, final, device)
-    step_flops = measure.train_step_flops(model, plan.batch_size, plan.block_size,
-                                          plan.vocab_size, device)
+    m = spec.measure
+    q = measure.measure_model(model, task, device, spec.train.final_eval_tokens,
+                              m.latency_batches, m.latency_repeats, train_loss=True)
+    step_flops = measure.train_step_flops(model, task.example_input(plan.batch_size).to(device))
     flops = float(step_flops) * outcome.steps
     seconds = outcome.train_seconds
-    latency = {
-        str(b): measure.latency_ms(model, b, plan.block_size, plan.vocab_size, device,
-                                   repeats=spec.measure.latency_repeats)
-        for b in spec.measure.latency_batches
-    }
-    return {
-        "status": "done",
-        "tokens": outcome.tokens,
-        "steps": outcome.steps,
-        "val_loss": val_loss,
-        "val_bpb": measure.bits_per_byte(val_loss),
-        "flops": flops,
-        # 6·N·D with N = all parameters (the tied head's matmul is real compute; position
+    return RungResult(
+        status="done", D=outcome.tokens, steps=outcome.steps, train_seconds=seconds,
+        val_loss=q["val_loss"], train_loss=q["train_loss"], metrics=q["metrics"],
+        flops=flops,
+        # 6·N·D with N = all parameters (a tied head's matmul is real compute; embedding
         # lookups are not, a small overcount at these sizes).
-        "flops_6nd": 6.0 * plan.n_params * outcome.tokens,
-        "train_seconds": seconds,
-        "tokens_per_s": outcome.tokens / seconds if seconds > 0 else None,
-        "mfu": flops / seconds / gemm_peak if seconds > 0 and gemm_peak else None,
-        "peak_mem_bytes": peak_mem,
-        "checkpoint_bytes": weights_bytes,
-        "latency_ms": latency,
-    }
+        flops_6nd=6.0 * plan.n_params * outcome.tokens,
+        units_per_s=outcome.tokens / seconds if seconds > 0 else None,
+        mfu=flops / seconds / gemm_peak if seconds > 0 and gemm_peak else None,
+        latency_ms=q["latency_ms"],
+    )
 
 
 def run_rungs(
     store: StudyStore,
     spec: StudySpec,
     task: Task,
+    family: Family,
     plans: list[RungPlan],
     device: torch.device,
     gemm_peak: float | None,
@@ -83,22 +71,27 @@ def run_rungs(
                 progress(plan, step, loss)
 
         with measure.PeakMemory(device) as mem:
-            outcome = train_rung(plan, task, spec.train, device, ckpt_dir,
+            outcome = train_rung(plan, task, spec.train, device, ckpt_dir, family=family,
                                  on_progress=step_progress, on_checkpoint=save_curve)
         save_curve(outcome.curve)
         if outcome.status == "diverged":
-            result = {"status": "diverged", "steps": outcome.steps, "tokens": outcome.tokens,
-                      "train_seconds": outcome.train_seconds,
-                      "diverged_step": outcome.diverged_step,
-                      "diverged_reason": outcome.diverged_reason}
+            result = RungResult(status="diverged", D=outcome.tokens, steps=outcome.steps,
+                                train_seconds=outcome.train_seconds,
+                                diverged_step=outcome.diverged_step,
+                                diverged_reason=outcome.diverged_reason)
         else:
             weights = store.checkpoints / f"rung-{plan.rung}.safetensors"
             nbytes = save_weights(outcome.model, weights)
-            result = measure_rung(plan, outcome, task, spec, device, gemm_peak, nbytes,
-                                  mem.peak_bytes)
-            result["checkpoint"] = str(weights.relative_to(store.folder))
-        store.record_rung(plan.rung, result)
+            result = measure_rung(plan, outcome, task, spec, device, gemm_peak)
+            result.peak_mem_bytes = mem.peak_bytes
+            result.checkpoint_bytes = nbytes
+            result.checkpoint = str(weights.relative_to(store.folder))
+        store.record_rung(plan.rung, result.to_dict())
         # The resume points are only needed while the rung is unfinished.
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         if on_rung_done is not None:
-            on_rung_done(plan, result)
+            on_rung_done(plan, store_row(store, plan.rung))
+
+
+def store_row(store: StudyStore, rung: int) -> dict:
+    return next(r for r in store.rungs() if r["rung"] == rung)

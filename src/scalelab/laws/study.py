@@ -32,8 +32,8 @@ NAMES = Power.param_names
 
 
 def _empty(x_name: str, params: dict[str, Any] | None = None,
-           on_bound: list[str] | None = None) -> dict[str, Any]:
-    return {"law": "power", "x": x_name, "y": "val_loss",
+           on_bound: list[str] | None = None, y_name: str = "val_loss") -> dict[str, Any]:
+    return {"law": "power", "x": x_name, "y": y_name,
             "params": params or {n: None for n in NAMES},
             "intervals": {n: None for n in NAMES}, "level": 0.95,
             "on_bound": on_bound or [], "holdout": None}
@@ -61,7 +61,8 @@ def _two_point(x: np.ndarray, y: np.ndarray, x_name: str) -> dict[str, Any]:
 
 
 def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 1000,
-                    seed: int = 0, x_name: str = "n_nonembed") -> dict[str, Any]:
+                    seed: int = 0, x_name: str = "n_nonembed",
+                    y_name: str = "val_loss") -> dict[str, Any]:
     """Fit L(N) = E + A·N^-alpha to a ladder; the summary.json record (see module docstring).
 
     Keys: law, x, y, params {E, A, alpha}, intervals {name: [lo, hi] | None} (95%), level,
@@ -71,14 +72,14 @@ def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 
     """
     x, y = _clean(n, loss)
     if np.unique(x).size < 2:
-        return _empty(x_name)
+        return _empty(x_name, y_name=y_name)
     if len(x) == 2:
-        return _two_point(x, y, x_name)
+        return _two_point(x, y, x_name) | {"y": y_name}
     enough = len(x) >= 4
     law = Law("power", bootstrap=bootstrap if enough else 0, seed=seed, level=0.95,
-              x_names=(x_name,), y_name="val_loss").fit(x, y)
+              x_names=(x_name,), y_name=y_name).fit(x, y)
     out = law.summary(max_samples=STORED_SAMPLES)
-    record = _empty(x_name, out["params"], out["on_bound"])
+    record = _empty(x_name, out["params"], out["on_bound"], y_name)
     record["intervals"] = out["intervals"]
     if "bootstrap_params" in out:
         record["bootstrap_params"] = out["bootstrap_params"]

@@ -1,5 +1,13 @@
-"""Model families. A family turns a shape into an nn.Module and a target size into a shape."""
+"""Model families. A family turns a target size into a shape and a shape into an nn.Module; see
+`models.base.Family`."""
 
-from scalelab.models.gpt import GPT, GPTConfig, build, count_params, shape_for
+from scalelab.models.base import (
+    REGISTRY,
+    Family,
+    check_fit,
+    count_params,
+    family_options,
+    get_family,
+)
 
-__all__ = ["GPT", "GPTConfig", "build", "count_params", "shape_for"]
+__all__ = ["REGISTRY", "Family", "check_fit", "count_params", "family_options", "get_family"]

@@ -10,16 +10,25 @@ every block count as non-embedding.
 
 `share_layers=True` (ALBERT-style) reuses one block for every layer: the model does the same
 compute as an unshared model of that depth but stores one block's parameters.
+
+Head width (`head_dim`) and MLP width (`d_ff`) are fields of the config (defaults: d_model /
+n_head and 4 · d_model), so a structurally pruned model (fewer heads, narrower MLP) is simply a
+GPT of another config. `GPTFamily` puts this module on the `Family` protocol (models/base.py): a
+rung's shape is `GPTConfig.to_dict()`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 
 import torch
 import torch.nn as nn
+from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
+
+from scalelab.models.base import count_params
+from scalelab.tasks.base import TaskIO
 
 HEAD_DIM = 16  # fixed per-head width: n_head = d_model / HEAD_DIM
 ASPECT = 32  # fixed aspect rule of the ladder: d_model ≈ ASPECT * n_layer
@@ -33,31 +42,46 @@ class GPTConfig:
     block_size: int = 64
     vocab_size: int = 256
     share_layers: bool = False
+    head_dim: int = 0  # 0: d_model // n_head
+    d_ff: int = 0  # 0: 4 * d_model
+
+    def __post_init__(self) -> None:
+        if not self.head_dim:
+            object.__setattr__(self, "head_dim", self.d_model // self.n_head)
+        if not self.d_ff:
+            object.__setattr__(self, "d_ff", 4 * self.d_model)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, shape: dict) -> GPTConfig:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in shape.items() if k in names})
 
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.n_head, self.head_dim = cfg.n_head, cfg.head_dim
+        inner = cfg.n_head * cfg.head_dim  # = d_model unless heads were pruned
+        self.qkv = nn.Linear(cfg.d_model, 3 * inner)
+        self.proj = nn.Linear(inner, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, t, c = x.shape
-        q, k, v = self.qkv(x).split(c, dim=2)
-        q, k, v = (z.view(b, t, self.n_head, c // self.n_head).transpose(1, 2) for z in (q, k, v))
+        b, t, _ = x.shape
+        inner = self.n_head * self.head_dim
+        q, k, v = self.qkv(x).split(inner, dim=2)
+        q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(1, 2).contiguous().view(b, t, c))
+        return self.proj(y.transpose(1, 2).contiguous().view(b, t, inner))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.d_model, 4 * cfg.d_model)
-        self.proj = nn.Linear(4 * cfg.d_model, cfg.d_model)
+        self.fc = nn.Linear(cfg.d_model, cfg.d_ff)
+        self.proj = nn.Linear(cfg.d_ff, cfg.d_model)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(F.gelu(self.fc(x)))
@@ -123,17 +147,6 @@ def build(cfg: GPTConfig) -> GPT:
     return GPT(cfg)
 
 
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(n_params, n_nonembed): unique parameters, tied ones counted once."""
-    n_params = sum(p.numel() for p in model.parameters())
-    embed = 0
-    for name in ("wte", "wpe"):
-        module = getattr(model, name, None)
-        if module is not None:
-            embed += module.weight.numel()
-    return n_params, n_params - embed
-
-
 def nonembed_for(n_layer: int, d_model: int, share_layers: bool = False) -> int:
     """Exact non-embedding parameter count of a shape, without building it."""
     d = d_model
@@ -187,3 +200,34 @@ def shape_for(
             best = (key, cfg)
     assert best is not None
     return best[1]
+
+
+class GPTOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    block_size: int = Field(64, gt=1, description="context length in tokens")
+    share_layers: bool = False
+
+
+class GPTFamily:
+    """Family `gpt` on the Family protocol: sequences only; the shape is `GPTConfig.to_dict()`."""
+
+    name = "gpt"
+    accepts = ("sequence",)
+    Options = GPTOptions
+
+    def __init__(self, options: GPTOptions | None = None):
+        self.options = options or GPTOptions()
+        self.context = self.options.block_size
+
+    def shape_for(self, target_n: float, io: TaskIO) -> dict:
+        return shape_for(target_n, self.options.block_size, io.vocab_size or io.n_outputs,
+                         self.options.share_layers).to_dict()
+
+    def build(self, shape: dict) -> GPT:
+        return GPT(GPTConfig.from_dict(shape))
+
+    def count_params(self, model: nn.Module) -> tuple[int, int]:
+        return count_params(model)
+
+    def describe(self, shape: dict) -> str:
+        return f"{shape['n_layer']}x{shape['d_model']}"

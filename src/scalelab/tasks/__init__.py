@@ -1,39 +1,46 @@
-"""Tasks: data splits, batches and evaluation windows. See `Task` for the protocol."""
+"""Tasks: data, inputs, loss and metrics of what a study measures. See `tasks.base.Task`.
+
+Adding a task is one file in this folder plus one line in `REGISTRY`: a class with a `name`, an
+`Options` pydantic model (its spec keys; unknown keys are errors) and a constructor
+`(options, context)`, where `context` is the sequence length a family asks for (None when the
+family does not use one).
+"""
 
 from __future__ import annotations
 
-from typing import Protocol
-
-import torch
+import importlib
+from typing import Any
 
 from scalelab.errors import UserError
+from scalelab.spec import parse_options
+from scalelab.tasks.base import BaseTask, Task, TaskIO
+
+REGISTRY: dict[str, str] = {
+    "pycode": "scalelab.tasks.pycode:PyCodeTask",
+    "text": "scalelab.tasks.text:TextTask",
+    "tabular": "scalelab.tasks.tabular:TabularTask",
+    "digits": "scalelab.tasks.digits:DigitsTask",
+}
 
 
-class Task(Protocol):
-    """What a trainer needs from a task.
-
-    A task owns its train and validation splits; `batch` draws random training windows from a
-    seeded generator, `eval_windows` gives the same validation windows every time it is called,
-    so every rung and every variant is scored on identical data.
-    """
-
-    name: str
-    vocab_size: int
-
-    def fingerprint(self) -> dict: ...
-
-    def batch(
-        self, batch_size: int, block_size: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
-
-    def eval_windows(
-        self, n_tokens: int, block_size: int
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+def task_class(name: str) -> Any:
+    if name not in REGISTRY:
+        raise UserError(f"unknown task {name!r}; known tasks: {', '.join(REGISTRY)}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
-def get_task(name: str, **options) -> Task:
-    if name == "pycode":
-        from scalelab.tasks.pycode import PyCodeTask
+def get_task(name: str, context: int | None = None, **options: Any) -> Task:
+    """Build the task `name` from its spec options (checked here, before anything runs)."""
+    cls = task_class(name)
+    opts = parse_options(cls.Options, options, f"task ({name})")
+    return cls(opts, context)
 
-        return PyCodeTask(**options)
-    raise UserError(f"unknown task {name!r}; known tasks: pycode")
+
+def task_options(name: str, options: dict) -> dict:
+    """The task's options with every default filled in (the spec as stored)."""
+    cls = task_class(name)
+    return parse_options(cls.Options, options, f"task ({name})").model_dump(mode="json")
+
+
+__all__ = ["REGISTRY", "BaseTask", "Task", "TaskIO", "get_task", "task_class", "task_options"]

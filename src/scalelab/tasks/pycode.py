@@ -6,6 +6,7 @@ Files: every `*.py` under `sysconfig`'s stdlib path, skipping `site-packages` an
 byte of the SHA-256 of its relative path is < 13 (13/256 ≈ 5%), else to train, so validation files
 are unseen and the split does not depend on which other files exist. Files are joined with a
 blank line; a token is a byte (vocabulary 256), so loss in nats/token is also nats/byte.
+The sequence length (`context`) is what the family asks for (the GPT's block_size).
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from scalelab.errors import UserError
+from scalelab.tasks.base import BaseTask, TaskIO
 
 VAL_BUCKETS = 13  # of 256: about 5% of files go to validation
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__"}
@@ -66,39 +71,60 @@ def stdlib_root() -> Path:
     return Path(sysconfig.get_paths()["stdlib"])
 
 
-class PyCodeTask:
+class PyCodeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    root: str | None = Field(None, description="corpus folder; default: this Python's stdlib")
+
+
+def windows(data: torch.Tensor, starts: torch.Tensor,
+            context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Windows of context + 1 ids at `starts`: inputs, and targets shifted by one."""
+    idx = starts[:, None] + torch.arange(context + 1)
+    chunk = data[idx].long()
+    return chunk[:, :-1], chunk[:, 1:]
+
+
+def random_windows(data: torch.Tensor, batch_size: int, context: int,
+                   generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random training windows drawn from a seeded generator."""
+    hi = data.numel() - context - 1
+    starts = torch.randint(0, hi, (batch_size,), generator=generator)
+    return windows(data, starts, context)
+
+
+def spaced_windows(data: torch.Tensor, n_units: int,
+                   context: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Evenly spaced windows covering about n_units target ids, the same every call."""
+    n_windows = max(1, n_units // context)
+    hi = data.numel() - context - 1
+    return windows(data, torch.linspace(0, hi, n_windows).long(), context)
+
+
+class PyCodeTask(BaseTask):
     name = "pycode"
-    vocab_size = 256
     unit = "byte"
+    objective = "lm"
+    Options = PyCodeOptions
 
-    def __init__(self, root: str | None = None):
-        train, val, fp = load_corpus(str(root or stdlib_root()))
+    def __init__(self, options: PyCodeOptions | None = None, context: int | None = None):
+        options = options or PyCodeOptions()
+        train, val, fp = load_corpus(str(options.root or stdlib_root()))
         if train.size < 10_000 or val.size < 1_000:
-            from scalelab.errors import UserError
-
             raise UserError(f"corpus at {fp['root']} is too small ({fp['bytes']} bytes)")
         self.train = torch.from_numpy(train.copy())
         self.val = torch.from_numpy(val.copy())
         self._fingerprint = fp
+        self.context = context or 64
+        self.io = TaskIO("sequence", (self.context,), 256, 256)
 
     def fingerprint(self) -> dict:
         return dict(self._fingerprint)
 
-    def batch(
-        self, batch_size: int, block_size: int, generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, batch_size: int,
+              generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows of the training split; y is x shifted by one byte."""
-        hi = self.train.numel() - block_size - 1
-        starts = torch.randint(0, hi, (batch_size,), generator=generator)
-        idx = starts[:, None] + torch.arange(block_size + 1)
-        chunk = self.train[idx].long()
-        return chunk[:, :-1], chunk[:, 1:]
+        return random_windows(self.train, batch_size, self.context, generator)
 
-    def eval_windows(self, n_tokens: int, block_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Evenly spaced validation windows covering about n_tokens target bytes, fixed forever."""
-        n_windows = max(1, n_tokens // block_size)
-        hi = self.val.numel() - block_size - 1
-        starts = torch.linspace(0, hi, n_windows).long()
-        idx = starts[:, None] + torch.arange(block_size + 1)
-        chunk = self.val[idx].long()
-        return chunk[:, :-1], chunk[:, 1:]
+    def eval_data(self, n_units: int, split: str = "val") -> tuple[torch.Tensor, torch.Tensor]:
+        """Evenly spaced windows of `split` covering about n_units target bytes, fixed forever."""
+        return spaced_windows(self.val if split == "val" else self.train, n_units, self.context)

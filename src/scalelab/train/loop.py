@@ -14,14 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from torch.nn import functional as F
 
-from scalelab.ladder import RungPlan
-from scalelab.models import gpt
+from scalelab.models.base import Family
+from scalelab.records import RungPlan
 from scalelab.spec import TrainSpec
-from scalelab.tasks import Task
+from scalelab.tasks.base import Task, autocast
 from scalelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from scalelab.train.measure import autocast, eval_loss
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,30 +70,33 @@ def train_rung(
     t: TrainSpec,
     device: torch.device,
     ckpt_dir: Path,
+    *,
+    family: Family | None = None,
+    model: torch.nn.Module | None = None,
     on_progress: Callable[[int, float], None] | None = None,
     on_checkpoint: Callable[[list[CurvePoint]], None] | None = None,
-    model: torch.nn.Module | None = None,
     loss_fn: LossFn | None = None,
 ) -> TrainOutcome:
-    """Train (or resume) one rung. `on_checkpoint(curve)` runs right after each checkpoint so the
-    caller can record the curve so far; `on_progress(step, train_loss)` feeds a progress bar.
+    """Train (or resume) one rung: a fresh `family.build(plan.shape)` model, or the given
+    `model`. `on_checkpoint(curve)` runs right after each checkpoint so the caller can record
+    the curve so far; `on_progress(step, train_loss)` feeds a progress bar.
 
-    Two optional hooks serve compression (recovery fine-tunes, distillation) with this same loop:
-    `model` trains the given module instead of a fresh `plan.config()` one (its weights are the
-    starting point; the plan still gives steps, lr schedule and batch seed), and
-    `loss_fn(logits, x, y)` replaces the cross-entropy training loss (validation stays plain
-    cross-entropy)."""
+    `model` and `loss_fn` serve compression (recovery fine-tunes, distillation) with this same
+    loop: `model` is the starting point (the plan still gives steps, lr schedule and batch seed),
+    and `loss_fn(outputs, x, y)` replaces the task's training loss (validation stays the task's
+    loss)."""
     # Small models drift into subnormal floats, which x86 CPUs process ~10x slower (measured: a
     # 3k-parameter rung took 27 s instead of 2 s); flushing them to zero changes no loss we record.
     torch.set_flush_denormal(True)
     torch.manual_seed(plan.seed)
     if model is None:
-        model = gpt.build(plan.config())
+        if family is None:
+            raise TypeError("train_rung needs a family or a model")
+        model = family.build(plan.shape)
     model = model.to(device)
     opt = make_optimizer(model, t, plan.lr)
     gen = torch.Generator().manual_seed(plan.seed)
-    val_windows = task.eval_windows(t.eval_tokens, plan.block_size)
-    tokens_per_step = plan.batch_size * plan.block_size
+    tokens_per_step = plan.units_per_step
 
     step, elapsed, curve, best_val = 0, 0.0, [], math.inf
     window = [0.0, 0]  # sum and count of training losses since the last curve point
@@ -120,14 +121,11 @@ def train_rung(
         lr = lr_at(step, plan, t.min_lr_frac)
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = task.batch(plan.batch_size, plan.block_size, gen)
+        x, y = task.batch(plan.batch_size, gen)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device):
-            logits = model(x)
-        if loss_fn is None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
-        else:
-            loss = loss_fn(logits, x, y)
+            outputs = model(x)
+        loss = task.loss(outputs, y) if loss_fn is None else loss_fn(outputs, x, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip, foreach=True)
@@ -143,7 +141,7 @@ def train_rung(
         window[1] += 1
 
         if step % t.eval_every == 0 or step == plan.steps:
-            val = eval_loss(model, val_windows, device)
+            val = task.evaluate(model, device, t.eval_tokens)["loss"]
             curve.append(CurvePoint(step, step * tokens_per_step, window[0] / window[1], val, lr))
             window = [0.0, 0]
             if not math.isfinite(val) or val > t.diverge_factor * best_val:

@@ -16,8 +16,10 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 from torch.utils.flop_counter import FlopCounterMode
+
+from scalelab.errors import UserError
+from scalelab.tasks.base import Task
 
 # Dense peak throughput published by vendors, in FLOP/s, for the dtype our trainer uses on each
 # device (bf16 autocast on CUDA). CPUs have no single published number: None.
@@ -35,8 +37,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        from scalelab.errors import UserError
-
         raise UserError("--device cuda was asked for but no CUDA device is available")
     return torch.device(name)
 
@@ -100,53 +100,25 @@ def gemm_peak_flops(device: torch.device, n: int | None = None, seconds: float =
     return best
 
 
-def train_step_flops(model: nn.Module, batch_size: int, block_size: int, vocab_size: int,
-                     device: torch.device) -> int:
-    """FLOPs of one forward+backward of a batch, counted by torch.utils.flop_counter (2/MAC)."""
-    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+def train_step_flops(model: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward+backward of the batch x, counted by torch.utils.flop_counter (2 per
+    multiply-add). The backward starts from the sum of the outputs: the loss's own arithmetic is
+    not a matmul, so the count is that of a real training step."""
     counter = FlopCounterMode(display=False)
     with counter:
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), x.view(-1))
-        loss.backward()
+        model(x).float().sum().backward()
     model.zero_grad(set_to_none=True)
     return int(counter.get_total_flops())
 
 
 @torch.no_grad()
-def eval_loss(model: nn.Module, windows: tuple[torch.Tensor, torch.Tensor], device: torch.device,
-              batch_size: int = 128) -> float:
-    """Mean cross-entropy in nats per token over fixed validation windows."""
+def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 30,
+               warmup: int = 5) -> dict:
+    """Forward latency of the batch x: median and IQR in ms of `repeats` timed calls after
+    warm-up."""
     was_training = model.training
     model.eval()
-    xs, ys = windows
-    total, count = 0.0, 0
-    for i in range(0, xs.size(0), batch_size):
-        x = xs[i : i + batch_size].to(device)
-        y = ys[i : i + batch_size].to(device)
-        with autocast(device):
-            logits = model(x)
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1),
-                               reduction="sum")
-        total += loss.item()
-        count += y.numel()
-    model.train(was_training)
-    return total / count
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a disabled context on CPU, so both devices run the same code path."""
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=device.type == "cuda")
-
-
-@torch.no_grad()
-def latency_ms(model: nn.Module, batch_size: int, block_size: int, vocab_size: int,
-               device: torch.device, repeats: int = 30, warmup: int = 5) -> dict:
-    """Forward latency of one batch: median and IQR in ms of `repeats` timed calls after warm-up."""
-    was_training = model.training
-    model.eval()
-    x = torch.randint(0, vocab_size, (batch_size, block_size), device=device)
+    x = x.to(device)
     for _ in range(warmup):
         model(x)
     _sync(device)
@@ -160,6 +132,29 @@ def latency_ms(model: nn.Module, batch_size: int, block_size: int, vocab_size: i
     q1, _, q3 = statistics.quantiles(times, n=4)
     return {"median": statistics.median(times), "iqr": q3 - q1, "repeats": repeats,
             "threads": torch.get_num_threads()}
+
+
+def latencies(model: nn.Module, task: Task, device: torch.device, batches: list[int],
+              repeats: int) -> dict[str, dict]:
+    """Latency at each batch size, on the task's example inputs; keys are the batch sizes."""
+    return {str(b): latency_ms(model, task.example_input(b), device, repeats) for b in batches}
+
+
+def measure_model(model: nn.Module, task: Task, device: torch.device, eval_units: int,
+                  latency_batches: list[int], latency_repeats: int,
+                  train_loss: bool = False) -> dict:
+    """The quality and inference cost of a model, the same for rungs and variants: validation
+    loss and the task's metrics on the fixed final windows, optionally the loss on as many
+    training units (the generalisation gap), latency at each batch size, and the peak memory
+    over all of it."""
+    with PeakMemory(device) as mem:
+        ev = task.evaluate(model, device, eval_units, "val")
+        out: dict = {"val_loss": ev.pop("loss"), "metrics": ev}
+        if train_loss:
+            out["train_loss"] = task.evaluate(model, device, eval_units, "train")["loss"]
+        out["latency_ms"] = latencies(model, task, device, latency_batches, latency_repeats)
+    out["peak_mem_bytes"] = mem.peak_bytes
+    return out
 
 
 class PeakMemory:
@@ -200,10 +195,6 @@ def _vm_hwm_bytes() -> int:
     except OSError:
         pass
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
-
-
-def bits_per_byte(nats_per_token: float, bytes_per_token: float = 1.0) -> float:
-    return nats_per_token / (math.log(2) * bytes_per_token)
 
 
 def file_bytes(path: str | Path) -> int:

@@ -1,0 +1,112 @@
+"""The Family protocol and registry: how a family turns a target size into a model.
+
+A family is constructed from its spec options (`Options`, a pydantic model; unknown keys are
+errors) and offers
+
+- `accepts`: the task input kinds it can model (`TaskIO.kind`: sequence, vector, image);
+- `context`: the sequence length it asks of a sequence task, or None;
+- `shape_for(target_n, io)`: the shape (a JSON-able dict, opaque to every other stage) whose
+  non-embedding parameter count comes closest to `target_n` under the family's one rule;
+- `build(shape)`: a fresh `nn.Module`; its forward takes the task's input batch and returns the
+  task's outputs (logits, or one value per example for regression);
+- `count_params(model)` -> (n_params, n_nonembed);
+- `describe(shape)`: a short text for tables ("4x144", "3x256", ...).
+
+The shape must hold everything `build` needs (input and output sizes included), so a stored rung
+can be rebuilt from its shape alone. Adding a family is one file in `models/` plus one line in
+`REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+
+import torch.nn as nn
+
+from scalelab.errors import UserError
+from scalelab.spec import parse_options
+from scalelab.tasks.base import TaskIO
+
+REGISTRY: dict[str, str] = {
+    "gpt": "scalelab.models.gpt:GPTFamily",
+    "mlp": "scalelab.models.mlp:MLPFamily",
+    "cnn": "scalelab.models.cnn:CNNFamily",
+    "custom": "scalelab.models.custom:CustomFamily",
+}
+
+
+@runtime_checkable
+class Family(Protocol):
+    name: str
+    accepts: tuple[str, ...]
+    context: int | None
+
+    def shape_for(self, target_n: float, io: TaskIO) -> dict: ...
+
+    def build(self, shape: dict) -> nn.Module: ...
+
+    def count_params(self, model: nn.Module) -> tuple[int, int]: ...
+
+    def describe(self, shape: dict) -> str: ...
+
+
+def count_params(model: nn.Module) -> tuple[int, int]:
+    """(n_params, n_nonembed): unique parameters (tied ones once); non-embedding leaves out the
+    weights of every nn.Embedding."""
+    n_params = sum(p.numel() for p in model.parameters())
+    seen: set[int] = set()
+    embed = 0
+    for m in model.modules():
+        if isinstance(m, nn.Embedding) and id(m.weight) not in seen:
+            seen.add(id(m.weight))
+            embed += m.weight.numel()
+    return n_params, n_params - embed
+
+
+def closest_knob(target: float, count: Callable[[int], int], lo: int = 1,
+                 hi: int = 1 << 20) -> int:
+    """The integer knob whose count(knob) is closest to target in log, for a count that grows
+    with the knob: a bisection to the crossing, then the better of its two neighbours."""
+    if target <= 0:
+        raise ValueError("target size must be positive")
+    if count(lo) >= target:
+        return lo
+    a, b = lo, lo + 1
+    while count(b) < target:  # gallop up to bracket the target
+        a, b = b, min(hi, 2 * b)
+        if a == hi:
+            return hi
+    while b - a > 1:
+        mid = (a + b) // 2
+        if count(mid) < target:
+            a = mid
+        else:
+            b = mid
+    return min((a, b), key=lambda k: abs(math.log(max(count(k), 1) / target)))
+
+
+def family_class(name: str) -> Any:
+    if name not in REGISTRY:
+        raise UserError(f"unknown family {name!r}; known families: {', '.join(REGISTRY)}")
+    module, _, attr = REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def get_family(name: str, **options: Any) -> Family:
+    cls = family_class(name)
+    return cls(parse_options(cls.Options, options, f"family ({name})"))
+
+
+def family_options(name: str, options: dict) -> dict:
+    cls = family_class(name)
+    return parse_options(cls.Options, options, f"family ({name})").model_dump(mode="json")
+
+
+def check_fit(family: Family, io: TaskIO, task_name: str) -> None:
+    """A family that cannot model the task's inputs is one clear line before anything runs."""
+    if io.kind not in family.accepts:
+        raise UserError(f"family {family.name!r} does not fit task {task_name!r}: it models "
+                        f"{' or '.join(family.accepts)} inputs, the task gives {io.kind} inputs")

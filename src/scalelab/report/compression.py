@@ -1,0 +1,298 @@
+"""The report's compression section: frontier plot, variant table, distillation comparison.
+
+(Moved here from `scalelab.compress.report`: the report reads summary.json's data only and imports
+no stage that makes variants.)
+
+`compression_section(summary)` returns trusted HTML (every study-derived string escaped here) or
+None when the study has no variants. Nothing here names a family: the loss unit comes from the
+task record (`summary["study"]["corpus"]["unit"]`, "token" for studies that did not record it),
+a structured-pruning note from the variant's own `extra.structure` ({part, before, after}
+entries; scalelab 1 variants: `heads_before`/`ffn_before` and `settings.structure`), and the
+task's metrics (error, RMSE) get columns when the variants recorded them (`extra.metrics`).
+
+The plot puts rungs and variants on the loss-vs-bytes and loss-vs-latency planes; the fitted law
+L(N) = E + A * N^-alpha (when `summary["fits"]` has one in n_nonembed) is drawn through the rungs
+by mapping N to each rung's measured bytes and latency (log-log interpolation between rungs, so
+the curve spans the rungs' range only). Models on the
+Pareto frontier over (loss, latency, bytes) are ringed.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from scalelab import select
+from scalelab.report.html import fmt_bytes
+from scalelab.report.plots import to_inline_svg
+from scalelab.values import finite
+
+MARKERS = {"int8": "s", "fp16": "^", "bf16": "v", "prune": "D", "sparse": "X", "lowrank": "P",
+           "distill": "*"}
+COLORS = {"int8": "#d95f02", "fp16": "#7570b3", "bf16": "#a6761d", "prune": "#e7298a",
+          "sparse": "#666666", "lowrank": "#1b9e77", "distill": "#e6ab02"}
+RUNG_COLOR = "#1f3b73"
+LAW_COLOR = "#d95f02"
+_RC = {"svg.fonttype": "none", "svg.hashsalt": "scalelab-compress", "font.size": 9.0,
+       "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
+       "grid.color": "#e3e3e3", "grid.linewidth": 0.6, "legend.fontsize": 7.5}
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _fmt(x: Any, spec: str, suffix: str = "") -> str:
+    f = finite(x)
+    return "—" if f is None else format(f, spec) + suffix
+
+
+def _unit(summary: Mapping[str, Any]) -> str:
+    corpus = (summary.get("study") or {}).get("corpus") or {}
+    return str(corpus.get("unit") or "token")
+
+
+# Task metrics shown beside the loss when variants recorded them (accuracy is 1 - error).
+METRIC_COLUMNS = (("error", "val error", ".2%"), ("rmse", "val RMSE", ".4g"))
+
+
+def _metric_columns(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    have = {k for v in summary.get("variants") or []
+            for k in ((v.get("extra") or {}).get("metrics") or {})}
+    return [c for c in METRIC_COLUMNS if c[0] in have]
+
+
+def _law(summary: Mapping[str, Any]) -> dict | None:
+    for fit in summary.get("fits") or []:
+        p = fit.get("params") or {}
+        # The loss law only: classifier studies also fit the error rate (y "val_error").
+        is_loss_law = fit.get("x", "n_nonembed") == "n_nonembed" \
+            and fit.get("y", "val_loss") == "val_loss"
+        if is_loss_law and all(finite(p.get(k)) is not None for k in ("E", "A", "alpha")):
+            return {k: float(p[k]) for k in ("E", "A", "alpha")}
+    return None
+
+
+def _batch(models: list[dict]) -> str | None:
+    batches = sorted({b for m in models for b in (m.get("latency_ms") or {})}, key=int)
+    if not batches:
+        return None
+    return "32" if "32" in batches else batches[-1]
+
+
+def _bytes_tick(v: float, _pos: Any = None) -> str:
+    return "" if v <= 0 else fmt_bytes(v).replace(" ", "\u2009")
+
+
+def _plain_tick(v: float, _pos: Any = None) -> str:
+    return "" if v <= 0 else f"{v:g}"
+
+
+def frontier_svg(summary: Mapping[str, Any], batch: str) -> str:
+    """Rungs and variants on the loss/bytes and loss/latency planes (inline SVG)."""
+    from matplotlib import rc_context, ticker
+    from matplotlib.figure import Figure
+
+    models = select.models(summary)
+    front = {m["name"] for m in select.pareto_front(models, batch)}
+    rungs = sorted((m for m in models if m["kind"] == "rung"), key=lambda m: m["n_nonembed"])
+    law = _law(summary)
+    with rc_context(_RC):
+        fig = Figure(figsize=(9.2, 3.8))
+        axes = fig.subplots(1, 2, sharey=True)
+        planes = (("bytes", "bytes of the saved file"),
+                  ("latency", f"latency at batch {batch}, ms (median)"))
+        for ax, (key, label) in zip(axes, planes, strict=True):
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(_bytes_tick if key == "bytes"
+                                                              else _plain_tick))
+            ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            pts = [(select.metric(m, key, batch), select.metric(m, "val_loss", batch), m)
+                   for m in models]
+            pts = [(x, y, m) for x, y, m in pts if x is not None and x > 0 and y is not None]
+            rx = [(x, y) for x, y, m in pts if m["kind"] == "rung"]
+            if rx:
+                xs, ys = zip(*sorted(rx), strict=True)
+                ax.plot(xs, ys, "o", color=RUNG_COLOR, ms=6, label="rungs (trained)", zorder=3)
+            for x, y, m in pts:
+                if m["kind"] == "rung":
+                    ax.annotate(m["name"], (x, y), textcoords="offset points", xytext=(4, 4),
+                                fontsize=7, color=RUNG_COLOR)
+            seen = set()
+            for x, y, m in pts:
+                if m["kind"] != "variant":
+                    continue
+                meth = m.get("method", "")
+                ax.plot([x], [y], MARKERS.get(meth, "o"), color=COLORS.get(meth, "#333333"),
+                        ms=8 if meth == "distill" else 6, zorder=4,
+                        label=meth if meth not in seen else None)
+                seen.add(meth)
+            ring = [(x, y) for x, y, m in pts if m["name"] in front]
+            if ring:
+                ax.plot(*zip(*ring, strict=True), "o", mfc="none", mec="black", ms=12, mew=0.8,
+                        label="Pareto frontier", zorder=5)
+            if law is not None and len(rungs) >= 2:
+                rn = [(m["n_nonembed"], select.metric(m, key, batch)) for m in rungs]
+                rn = [(n, v) for n, v in rn if n and v and v > 0]
+                if len(rn) >= 2:
+                    ln, lv = np.log([n for n, _ in rn]), np.log([v for _, v in rn])
+                    grid = np.linspace(ln.min(), ln.max(), 60)
+                    xs = np.exp(np.interp(grid, ln, lv))
+                    ys = law["E"] + law["A"] * np.exp(grid) ** (-law["alpha"])
+                    ax.plot(xs, ys, "-", color=LAW_COLOR, lw=1.2, zorder=2,
+                            label="fitted law L(N) through the rungs")
+            if ax is axes[0]:
+                ax.set_ylabel(f"validation loss, nats/{_unit(summary)}")
+        handles, labels = axes[0].get_legend_handles_labels()
+        h2, l2 = axes[1].get_legend_handles_labels()
+        for h, lab in zip(h2, l2, strict=True):
+            if lab not in labels:
+                handles.append(h)
+                labels.append(lab)
+        fig.legend(handles, labels, loc="upper center", ncol=min(6, len(labels)),
+                   frameon=False, bbox_to_anchor=(0.5, 1.0))
+        # A layout engine (not a one-off tight_layout) so to_inline_svg keeps the legend's room.
+        fig.set_layout_engine("tight", rect=(0, 0, 1, 0.88))
+        return to_inline_svg(fig)
+
+
+def _finetune(st: Mapping[str, Any], ex: Mapping[str, Any], unit: str) -> str:
+    """The recovery fine-tune clause of a variant's note, or nothing."""
+    if not st.get("finetune"):
+        return ""
+    d = ex.get("finetune_D", ex.get("finetune_tokens"))
+    unit = ex.get("finetune_unit") or unit
+    return f"; recovery fine-tune {_fmt(d, ',.0f')} {unit}s"
+
+
+def _structure(st: Mapping[str, Any], ex: Mapping[str, Any]) -> str:
+    """What structured pruning removed: "attention heads per layer 4 → 2, ..."."""
+    if ex.get("structure"):
+        return ", ".join(f"{c.get('part')} {c.get('before')} → {c.get('after')}"
+                         for c in ex["structure"])
+    s = st.get("structure") or {}  # scalelab 1 variants
+    return (f"heads per layer {ex.get('heads_before')} → {s.get('heads')}, MLP channels "
+            f"{ex.get('ffn_before')} → {s.get('ffn')}")
+
+
+def _notes(v: Mapping[str, Any], batch: str, unit: str) -> str:
+    ex = v.get("extra") or {}
+    st = v.get("settings") or {}
+    meth = v.get("method")
+    if meth == "int8":
+        fp32 = ex.get("fp32_onnxruntime_latency_ms") or {}
+        return (f"ONNX Runtime, int8 weights; Linear weights "
+                f"{_fmt(ex.get('linear_weight_ratio'), '.2f', 'x')} smaller than fp32; "
+                f"same graph in fp32 under ONNX Runtime: "
+                f"{_fmt(fp32.get('1'), '.3g')} / {_fmt(fp32.get(batch), '.3g')} ms "
+                f"(b1 / b{batch})")
+    if meth == "sparse":
+        return (f"sparsity {_fmt(ex.get('sparsity'), '.0%')} of the Linear weights; bitmask "
+                "file; dense kernels: no speedup claimed")
+    if meth == "prune":
+        return _structure(st, ex) + _finetune(st, ex, unit)
+    if meth == "lowrank":
+        return (f"rank fraction {st.get('rank_fraction')}, "
+                f"{ex.get('factored_layers')} layers factored" + _finetune(st, ex, unit))
+    if meth == "distill":
+        return (f"student of rung {ex.get('teacher_rung')} with rung "
+                f"{ex.get('student_rung')}'s shape")
+    return str(ex.get("note", ""))
+
+
+def _table(summary: Mapping[str, Any], batch: str, front: set[str]) -> str:
+    variants = summary.get("variants") or []
+    unit = _unit(summary)
+    metric_cols = _metric_columns(summary)
+    heads = ("variant", "method", "of rung", "N (non-emb)", "bytes", "smaller", "val loss",
+             "Δ loss", *(label for _, label, _ in metric_cols), "lat b1 ms", f"lat b{batch} ms",
+             "speedup b1", f"speedup b{batch}", "frontier", "notes")
+    rows = []
+    for v in variants:
+        ex = v.get("extra") or {}
+        lat = v.get("latency_ms") or {}
+        sp = ex.get("speedup") or {}
+        if v.get("method") == "sparse":
+            s1 = sb = "not claimed"
+        else:
+            s1, sb = _fmt(sp.get("1"), ".2f", "×"), _fmt(sp.get(batch), ".2f", "×")
+        metrics = ex.get("metrics") or {}
+        cells = (v["name"], v.get("method"), v.get("of_rung"), _fmt(v.get("n_nonembed"), ",.0f"),
+                 fmt_bytes(v.get("bytes")), _fmt(ex.get("size_ratio"), ".2f", "×"),
+                 _fmt(v.get("val_loss"), ".4f"), _fmt(ex.get("loss_delta"), "+.4f"),
+                 *(_fmt(metrics.get(key), spec) for key, _, spec in metric_cols),
+                 _fmt(lat.get("1"), ".3g"), _fmt(lat.get(batch), ".3g"), s1, sb,
+                 "yes" if v["name"] in front else "", _notes(v, batch, unit))
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    return ("<table class=\"variants\"><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def _distill_table(summary: Mapping[str, Any]) -> str | None:
+    ds = [v for v in summary.get("variants") or [] if v.get("method") == "distill"]
+    if not ds:
+        return None
+    heads = ("student", "shape of rung", f"D ({_unit(summary)}s)", "teacher (rung, loss)",
+             "loss with teacher", "loss without teacher (the rung)", "difference",
+             "same token stream", "T, alpha")
+    rows = []
+    for v in ds:
+        ex = v.get("extra") or {}
+        verified = {True: "verified (hash of batches)", False: "NOT the same",
+                    None: "not checked (resumed)"}[ex.get("stream_verified")]
+        cells = (v["name"], ex.get("student_rung"),
+                 _fmt(ex.get("student_D", ex.get("student_tokens")), ",.0f"),
+                 f"rung {ex.get('teacher_rung')}, {_fmt(ex.get('teacher_val_loss'), '.4f')}",
+                 _fmt(v.get("val_loss"), ".4f"), _fmt(ex.get("baseline_val_loss"), ".4f"),
+                 _fmt(ex.get("loss_vs_baseline"), "+.4f"), verified,
+                 f"{ex.get('temperature')}, {ex.get('alpha')}")
+        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
+    return ("<table class=\"distill\"><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads)
+            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def compression_section(summary: Mapping[str, Any]) -> str | None:
+    """The section's HTML, or None when the study has no variants."""
+    variants = summary.get("variants") or []
+    if not variants:
+        return None
+    models = select.models(summary)
+    batch = _batch(models) or "1"
+    front = {m["name"] for m in select.pareto_front(models, batch)}
+    study = summary.get("study") or {}
+    parts = [
+        "<p>Variants of trained rungs, each re-evaluated on the rungs' validation data and "
+        f"measured with the same harness: loss in nats/{_e(_unit(summary))}, size = bytes of "
+        "the saved file, "
+        f"latency = median forward time of one batch of {_e(batch)} (and 1) inputs after "
+        f"warm-up, on {_e(study.get('machine') or '?')} with {_e(study.get('threads') or '?')} "
+        "torch thread(s)."
+        " Speedups compare with the base rung measured again in the same run. int8 runs in ONNX "
+        "Runtime, so its table row also gives the same graph's fp32 latency in that runtime. "
+        "Unstructured (sparse) variants run dense kernels: their size is a storage result, "
+        "no speedup is claimed.</p>",
+    ]
+    try:
+        parts.append(f'<figure class="plot">{frontier_svg(summary, batch)}<figcaption>Rungs and '
+                     "variants on the loss/size and loss/latency planes; ringed: the Pareto "
+                     f"frontier over (loss, latency at batch {_e(batch)}, bytes): "
+                     f"{_e(', '.join(sorted(front)))}.</figcaption></figure>")
+    except Exception as err:  # noqa: BLE001 - a plot failure must not lose the tables
+        parts.append(f"<p>(frontier plot unavailable: {_e(type(err).__name__)})</p>")
+    parts.append(_table(summary, batch, front))
+    dist = _distill_table(summary)
+    if dist is not None:
+        parts.append("<h3>Distillation</h3><p>The student has the shape of a smaller rung and is "
+                     "trained with that rung's own plan (seed, steps, batches, schedule) on "
+                     "soft targets of the teacher plus the task's own (hard) loss; the comparison "
+                     "is that rung itself, trained on the same data without a teacher.</p>"
+                     + dist)
+    return "\n".join(parts)
+
+
+__all__ = ["compression_section", "frontier_svg"]
