@@ -35,18 +35,20 @@ def main() -> None:
 
     from scalelab.export import max_abs_logit_diff
     from scalelab.models import gpt
+    from scalelab.tasks import get_task
     from scalelab.train.measure import latency_ms
 
     cfg = gpt.shape_for(args.nonembed, block_size=args.block_size)
+    task = get_task("pycode", context=args.block_size)
     torch.manual_seed(0)
     model = gpt.build(cfg).eval()
     cpu = torch.device("cpu")
     rows = []
 
     def row(name: str, m: torch.nn.Module, nbytes: int | None) -> None:
-        lat = {b: latency_ms(m, b, cfg.block_size, 256, cpu, repeats=args.repeats)["median"]
+        lat = {b: latency_ms(m, task.example_input(b), cpu, repeats=args.repeats)["median"]
                for b in (1, 32)}
-        diff = max_abs_logit_diff(model, m, cfg.block_size, 256)
+        diff = max_abs_logit_diff(model, m, task)
         rows.append({"backend": name, "bytes": nbytes, "latency_ms_b1": lat[1],
                      "latency_ms_b32": lat[32], "max_abs_logit_diff": diff})
         print(f"{name:34s} bytes {nbytes or 0:>10,}  b1 {lat[1]:8.3f} ms  b32 {lat[32]:9.3f} ms"
@@ -79,7 +81,7 @@ def main() -> None:
 
         from scalelab.compress.quantize import int8_dynamic
 
-        q, fp32, nbytes, extra = int8_dynamic(model, cfg.block_size, 256, Path(tmp) / "q.onnx")
+        q, fp32, nbytes, extra = int8_dynamic(model, task.example_input(2), Path(tmp) / "q.onnx")
         row("onnxruntime fp32", fp32, extra["fp32_onnx_bytes"])
         row("onnxruntime int8 (quantize_dynamic)", q, nbytes)
         print(f"int8 Linear weights: {extra['linear_weight_ratio']:.2f}x smaller than fp32")

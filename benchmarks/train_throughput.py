@@ -23,23 +23,22 @@ import torch
 from torch.nn import functional as F
 
 from scalelab.ladder import plan_ladder
-from scalelab.models import gpt
 from scalelab.spec import StudySpec
-from scalelab.tasks import get_task
+from scalelab.study import resolve
 from scalelab.train import measure
 from scalelab.train.loop import train_rung
 
 
-def plain_loop(plan, task, steps: int) -> float:
+def plain_loop(plan, task, family, steps: int) -> float:
     """The loop a person writes by hand: seconds for `steps` optimizer steps."""
     torch.manual_seed(plan.seed)
-    model = gpt.build(plan.config())
+    model = family.build(plan.shape)
     opt = torch.optim.AdamW(model.parameters(), lr=plan.lr, betas=(0.9, 0.99),
                             weight_decay=0.1)
     gen = torch.Generator().manual_seed(plan.seed)
     t0 = time.perf_counter()
     for _ in range(steps):
-        x, y = task.batch(plan.batch_size, plan.block_size, gen)
+        x, y = task.batch(plan.batch_size, gen)
         logits = model(x)
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
@@ -48,12 +47,12 @@ def plain_loop(plan, task, steps: int) -> float:
     return time.perf_counter() - t0
 
 
-def our_loop(plan, task, spec: StudySpec, steps: int) -> float:
+def our_loop(plan, task, family, spec: StudySpec, steps: int) -> float:
     p = dataclasses.replace(plan, steps=steps, warmup_steps=max(1, steps // 20))
     t = spec.train.model_copy(update={"checkpoint_every": 10 * steps, "eval_every": 50,
                                       "eval_tokens": 4096})
     with tempfile.TemporaryDirectory() as tmp:
-        out = train_rung(p, task, t, torch.device("cpu"), Path(tmp),
+        out = train_rung(p, task, t, torch.device("cpu"), Path(tmp), family=family,
                          on_progress=lambda step, loss: None)
     return out.train_seconds
 
@@ -66,26 +65,27 @@ def main() -> None:
     args = ap.parse_args()
 
     spec = StudySpec()
-    task = get_task("pycode")
-    plan = plan_ladder(spec, task.vocab_size)[-1]
-    tokens = args.steps * plan.batch_size * plan.block_size
-    plain_loop(plan, task, 10)  # warm-up: allocator, kernels, first-touch of the corpus
+    res = resolve(spec)
+    task, family = res.task, res.family
+    plan = plan_ladder(spec, task, family)[-1]
+    tokens = args.steps * plan.units_per_step
+    plain_loop(plan, task, family, 10)  # warm-up: allocator, kernels, first-touch of the corpus
     ours_s, plain_s = [], []
     for r in range(args.rounds):
         pair = [("ours", our_loop), ("plain", plain_loop)]
         for name, fn in pair if r % 2 == 0 else pair[::-1]:
-            secs = fn(plan, task, spec, args.steps) if name == "ours" else fn(plan, task,
-                                                                               args.steps)
+            secs = (fn(plan, task, family, spec, args.steps) if name == "ours"
+                    else fn(plan, task, family, args.steps))
             (ours_s if name == "ours" else plain_s).append(secs)
     ours_tps = tokens / statistics.median(ours_s)
     plain_tps = tokens / statistics.median(plain_s)
-    model = gpt.build(plan.config())
-    step_flops = measure.train_step_flops(model, plan.batch_size, plan.block_size, 256,
-                                          torch.device("cpu"))
+    model = family.build(plan.shape)
+    step_flops = measure.train_step_flops(model, task.example_input(plan.batch_size))
     peak = measure.gemm_peak_flops(torch.device("cpu"))
     mfu = step_flops * args.steps / statistics.median(ours_s) / peak
     result = {
-        "rung_n_nonembed": plan.n_nonembed, "batch": plan.batch_size, "block": plan.block_size,
+        "rung_n_nonembed": plan.n_nonembed, "batch": plan.batch_size,
+        "block": plan.shape["block_size"],
         "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
         "ours_tokens_per_s": ours_tps, "plain_tokens_per_s": plain_tps,
         "ratio": ours_tps / plain_tps, "mfu": mfu, "gemm_peak_flops": peak,

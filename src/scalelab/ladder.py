@@ -51,11 +51,15 @@ def plan_ladder(spec: StudySpec, task: Task, family: Family) -> list[RungPlan]:
         n_params, n_nonembed = family.count_params(family.build(shape))
         units = int(t.tokens_per_param * n_nonembed) if t.tokens_per_param else t.tokens
         steps = max(1, math.ceil(units / per_step))
-        rungs.append(RungPlan(
-            rung=len(rungs), family=family.name, shape=shape, target_n=target,
-            n_params=n_params, n_nonembed=n_nonembed, D=steps * per_step, unit=task.unit,
-            steps=steps, batch_size=t.batch_size, units_per_step=per_step,
-            lr=learning_rate(spec, n_nonembed), warmup_steps=round(t.warmup_frac * steps),
-            seed=t.seed + len(rungs), describe=family.describe(shape),
-        ))
+        # With k-fold cross-validation every size is trained once per fold (the rung's
+        # `repeat`), from the same seed: the spread across folds is the data's, not the init's.
+        seed = t.seed + len(seen) - 1
+        for fold in range(getattr(task, "n_folds", 1)):
+            rungs.append(RungPlan(
+                rung=len(rungs), family=family.name, shape=shape, target_n=target,
+                n_params=n_params, n_nonembed=n_nonembed, D=steps * per_step, unit=task.unit,
+                steps=steps, batch_size=t.batch_size, units_per_step=per_step,
+                lr=learning_rate(spec, n_nonembed), warmup_steps=round(t.warmup_frac * steps),
+                seed=seed, repeat=fold, describe=family.describe(shape),
+            ))
     return rungs

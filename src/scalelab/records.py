@@ -97,3 +97,164 @@ class Variant:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# -- fits and their holdout checks ----------------------------------------------------------------
+
+HOLDOUT_SIZE_RTOL = 0.01  # sizes within 1% count as one (as laws.validate.size_groups)
+
+
+def _size(x: Any) -> float | None:
+    """The size of a point: x itself, or the first input of a law in several (N of N, D)."""
+    if isinstance(x, list | tuple):
+        x = x[0] if x else None
+    try:
+        return None if x is None else float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def _opt_float(v: Any) -> float | None:
+    try:
+        return None if v is None else float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+@dataclass
+class Holdout:
+    """How well a law predicts runs it was not fitted to: one shape for every rule.
+
+    rule: "largest:K", "smallest:K", "below:V" (fit on the smaller sizes, predict the others) or
+    "loso" (leave one size out: every size predicted from a fit to all the others).
+    n_fit: runs the law was fitted to (None for loso, where it changes per fold, and for records
+    read back from studies that did not store it); n_test: runs predicted.
+    max_fit_size: the largest size fitted on (None for loso and old records).
+    points: every predicted run, {x, measured, predicted, lo, hi, rel_error}: x is the size (a
+    list for laws of several inputs, None in old records that did not store it), lo/hi the
+    prediction interval (None without a bootstrap), rel_error = (predicted - measured) / measured.
+    folds: loso only, one {size, n_test, mean_rel_error, mean_abs_rel_error} per size.
+    mean_rel_error, mean_abs_rel_error: over the points (loso: over the folds, so every size
+    counts once).
+    params, on_bound: the law fitted to the kept runs (None for loso).
+    """
+
+    rule: str
+    n_fit: int | None
+    n_test: int
+    max_fit_size: float | None
+    points: list[dict[str, Any]]
+    folds: list[dict[str, Any]] | None = None
+    mean_rel_error: float | None = None
+    mean_abs_rel_error: float | None = None
+    params: dict[str, float] | None = None
+    on_bound: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        rel = [p["rel_error"] for p in self.points if _opt_float(p.get("rel_error")) is not None]
+        if self.mean_rel_error is None and rel:
+            self.mean_rel_error = sum(rel) / len(rel)
+        if self.mean_abs_rel_error is None and rel:
+            self.mean_abs_rel_error = sum(abs(r) for r in rel) / len(rel)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def largest(self) -> dict[str, Any] | None:
+        """The prediction of the largest size: {x, measured, predicted, lo, hi, rel_error}.
+
+        Several runs of that size (seeds, folds) are averaged (measured, predicted, lo, hi) and
+        the relative error is that of the means. None when no point was predicted."""
+        pts = [p for p in self.points if _opt_float(p.get("predicted")) is not None]
+        if not pts:
+            return None
+        sizes = [_size(p.get("x")) for p in pts]
+        known = [s for s in sizes if s is not None]
+        if known:
+            top = max(known)
+            pts = [p for p, s in zip(pts, sizes, strict=True)
+                   if s is not None and s * (1 + HOLDOUT_SIZE_RTOL) >= top]
+        if len(pts) == 1:
+            return dict(pts[0])
+
+        def mean(key: str) -> float | None:
+            vals = [_opt_float(p.get(key)) for p in pts]
+            return None if any(v is None for v in vals) else sum(vals) / len(vals)
+
+        predicted, measured = mean("predicted"), mean("measured")
+        rel = (predicted - measured) / measured if measured else None
+        return {"x": pts[0].get("x"), "measured": measured, "predicted": predicted,
+                "lo": mean("lo"), "hi": mean("hi"), "rel_error": rel}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Holdout:
+        """A holdout record back from JSON, in this shape or in an older one.
+
+        The one adapter for old records: the study fits of schema-1 databases stored
+        {x, predicted, measured, rel_error, interval | lo, hi} (the largest rung, fitted on all
+        the others); `scalelab fit` wrote loso as {rule, n_folds, n_test, folds, means}."""
+        if "points" not in data and "predicted" in data:  # the old study record
+            interval = data.get("interval")
+            lo, hi = data.get("lo"), data.get("hi")
+            if isinstance(interval, list | tuple) and len(interval) == 2:
+                lo, hi = interval
+            predicted = _opt_float(data.get("predicted"))
+            measured = _opt_float(data.get("measured"))
+            rel = _opt_float(data.get("rel_error"))
+            if rel is None and predicted is not None and measured:
+                rel = (predicted - measured) / measured
+            point = {"x": data.get("x"), "measured": measured, "predicted": predicted,
+                     "lo": _opt_float(lo), "hi": _opt_float(hi), "rel_error": rel}
+            return cls(rule="largest:1", n_fit=None, n_test=1, max_fit_size=None, points=[point],
+                       mean_rel_error=rel, mean_abs_rel_error=None if rel is None else abs(rel))
+        points = [{"x": p.get("x"), "measured": p.get("measured"), "predicted": p.get("predicted"),
+                   "lo": p.get("lo"), "hi": p.get("hi"), "rel_error": p.get("rel_error")}
+                  for p in data.get("points") or []]
+        return cls(rule=str(data.get("rule") or "largest:1"), n_fit=data.get("n_fit"),
+                   n_test=int(data.get("n_test") or len(points)),
+                   max_fit_size=_opt_float(data.get("max_fit_size")), points=points,
+                   folds=data.get("folds"), mean_rel_error=_opt_float(data.get("mean_rel_error")),
+                   mean_abs_rel_error=_opt_float(data.get("mean_abs_rel_error")),
+                   params=data.get("params"), on_bound=data.get("on_bound"))
+
+
+@dataclass
+class FitRecord:
+    """A study's fitted law as summary.json and study.db keep it (`fits`, one per quantity).
+
+    law: the form ("power"); x: the input ("n_nonembed"); y: what was fitted ("val_loss", or
+    "val_error" for classifiers); params {name: value | None}; intervals {name: [lo, hi] | None}
+    at `level`; on_bound: parameters that ended on a bound of the fit; holdout: the law's own
+    extrapolation check (None when the ladder is too short); band {x, point, lo, hi, level} over
+    the ladder's range and bootstrap_params {name: [samples]} when bootstrapped, else None.
+    """
+
+    law: str
+    x: str | list[str]
+    y: str
+    params: dict[str, float | None]
+    intervals: dict[str, list[float] | None]
+    level: float = 0.95
+    on_bound: list[str] = field(default_factory=list)
+    holdout: Holdout | None = None
+    band: dict[str, Any] | None = None
+    bootstrap_params: dict[str, list[float]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["holdout"] = None if self.holdout is None else self.holdout.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FitRecord:
+        """A fit record back from JSON; records of older studies (no `y`, `level` or `band`, the
+        old holdout shape) read as the loss law they were."""
+        ho = data.get("holdout")
+        band = data.get("band")
+        level = data.get("level") or (band or {}).get("level") or 0.95
+        return cls(law=str(data.get("law") or "power"), x=data.get("x") or "n_nonembed",
+                   y=str(data.get("y") or "val_loss"), params=dict(data.get("params") or {}),
+                   intervals=dict(data.get("intervals") or {}), level=float(level),
+                   on_bound=[str(p) for p in data.get("on_bound") or []],
+                   holdout=Holdout.from_dict(ho) if isinstance(ho, dict) else None,
+                   band=band, bootstrap_params=data.get("bootstrap_params"))

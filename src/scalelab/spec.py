@@ -70,9 +70,9 @@ class LadderSpec(_Strict):
 class TrainSpec(_Strict):
     """One rung's training. Budget D: `tokens` per rung, or `tokens_per_param` × n_nonembed
     when that is set; both count the task's unit of D (bytes or tokens for text, examples for
-    tabular data and images). The learning rate follows `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent`
-    (lr ∝ N^-1/3 by default), with linear warm-up then cosine decay to `min_lr_frac × lr` over
-    each rung's own number of steps."""
+    tabular data and images). The learning rate follows
+    `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent` (lr ∝ N^-1/3 by default), with linear
+    warm-up then cosine decay to `min_lr_frac × lr` over each rung's own number of steps."""
 
     tokens: int = Field(4_000_000, gt=0)
     tokens_per_param: float | None = Field(None, gt=0)
@@ -91,8 +91,8 @@ class TrainSpec(_Strict):
     final_eval_tokens: int = Field(262_144, gt=0, description="validation tokens of the final loss")
     checkpoint_every: int = Field(500, gt=0, description="optimizer steps between checkpoints")
     diverge_factor: float = Field(
-        3.0, gt=1, description="diverged when a check's loss exceeds factor × the best so far"
-    )
+        3.0, gt=1, description="diverged when an interval's mean training loss exceeds "
+                               "factor × the best such mean so far")
     seed: int = 0
 
 
@@ -121,7 +121,7 @@ class CompressSpec(_Strict):
     rung: str | int = Field("largest", description="rung index, or 'largest'")
     methods: list[str] | None = Field(
         None, description="int8, fp16, bf16, prune:R[+ft], sparse:S, lowrank:F[+ft], "
-                          "distill[:RUNG]; default: the compress command's default methods")
+                          "distill[:RUNG]; default: the default methods that apply to the study")
 
 
 class StudySpec(_Strict):

@@ -11,9 +11,8 @@ import json
 import re
 import time
 from collections.abc import Callable
-from pathlib import Path
-
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -95,11 +94,12 @@ def resolve(spec: StudySpec, task: Task | None = None, family: Family | None = N
         task = get_task(spec.task.name, context=family.context, **options)
     check_fit(family, task.io, getattr(task, "name", type(task).__name__))
     if spec.compress is not None:
+        from scalelab.compress.base import check_supported
         from scalelab.compress.methods import parse_methods, parse_rung
 
         parse_rung(spec.compress.rung)
         if spec.compress.methods is not None:
-            parse_methods(spec.compress.methods)
+            check_supported(parse_methods(spec.compress.methods), family.name, task.objective)
     return Resolved(spec, task, family)
 
 
@@ -202,9 +202,10 @@ def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
 
 def _flat_latency(record: dict) -> dict:
     """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`."""
+    from scalelab.compress.latency import medians
+
     lat = record.get("latency_ms") or {}
-    return {"latency_ms": {b: v["median"] for b, v in lat.items()},
-            "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
+    return {"latency_ms": medians(lat), "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
 
 
 def _rung_summary(r: dict) -> dict:
@@ -269,7 +270,7 @@ def write_outputs(store: StudyStore) -> dict:
     folder = store.folder
     _atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
     write_runs_csv(summary, folder / "runs.csv")
-    from scalelab.compress.report import compression_section
+    from scalelab.report.compression import compression_section
 
     html = compression_section(summary)
     render_report(summary, store.curves(), folder / "report.html",

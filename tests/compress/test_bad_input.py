@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import sqlite3
-from pathlib import Path
-
 import pytest
 
+from scalelab.records import RungPlan
 from scalelab.store import StudyStore
+from tests.compress.spec_helpers import study_fingerprint
 from tests.helpers import scalelab
-
-
-def _fingerprint(folder: Path) -> tuple:
-    """The study's rows and its folder listing (files and sizes of everything but the lock)."""
-    conn = sqlite3.connect(f"file:{folder / 'study.db'}?mode=ro", uri=True)
-    try:
-        rows = tuple(tuple(map(tuple, conn.execute(f"SELECT * FROM {t}").fetchall()))
-                     for t in ("study", "rungs", "variants", "fits", "curves"))
-    finally:
-        conn.close()
-    files = tuple(sorted((str(p.relative_to(folder)), p.stat().st_size)
-                         for p in folder.rglob("*") if p.is_file() and p.name != "study.lock"
-                         and not p.name.startswith("study.db")))
-    return hashlib.sha256(repr(rows).encode()).hexdigest(), files
 
 
 @pytest.mark.parametrize("args, words", [
@@ -37,24 +21,26 @@ def _fingerprint(folder: Path) -> tuple:
     (["--device", "tpu"], "--device"),
 ])
 def test_bad_compress_arguments_change_nothing(study, args, words):
-    before = _fingerprint(study)
+    before = study_fingerprint(study)
     proc = scalelab("compress", study, *args)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error:") and words in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert _fingerprint(study) == before
+    assert study_fingerprint(study) == before
 
 
 def test_study_without_trained_rungs(tmp_path):
     folder = tmp_path / "empty"
     with StudyStore.create_or_open(folder) as store:
         store.init_study("empty", "pycode", "gpt", {"name": "empty"})
-        store.add_rungs([{"rung": 0, "n_params": 10, "n_nonembed": 5, "n_layer": 1,
-                          "d_model": 16, "n_head": 1, "tokens": 100, "steps": 1, "lr": 1e-3}])
-    before = _fingerprint(folder)
+        store.add_rungs([RungPlan(
+            rung=0, family="gpt", shape={"n_layer": 1, "d_model": 16, "n_head": 1},
+            target_n=5, n_params=10, n_nonembed=5, D=100, unit="byte", steps=1, batch_size=1,
+            units_per_step=100, lr=1e-3, warmup_steps=0, seed=0).to_dict()])
+    before = study_fingerprint(folder)
     proc = scalelab("compress", folder, "--methods", "int8")
     assert proc.returncode == 2 and "no trained rungs" in proc.stderr, proc.stderr
-    assert _fingerprint(folder) == before
+    assert study_fingerprint(folder) == before
 
 
 def test_not_a_study(tmp_path):

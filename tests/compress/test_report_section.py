@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from scalelab.compress.report import compression_section
+from scalelab.report.compression import compression_section
 
 
 def _summary(with_variants=True):

@@ -10,6 +10,7 @@ import pytest
 from scalelab.ladder import plan_ladder
 from scalelab.models import gpt
 from scalelab.spec import parse_spec
+from scalelab.study import resolve
 from tests.compress.spec_helpers import compress_spec
 from tests.helpers import scalelab, write_spec
 
@@ -26,13 +27,14 @@ def _shared_spec() -> dict:
 
 def test_shared_ladder_plans_fewer_unique_parameters_per_depth():
     spec = parse_spec(_shared_spec())
-    plans = plan_ladder(spec, 256)
-    assert all(p.share_layers for p in plans)
+    res = resolve(spec)
+    plans = plan_ladder(spec, res.task, res.family)
+    assert all(p.shape["share_layers"] for p in plans)
     for p in plans:
-        model = gpt.build(p.config())
-        assert len(model.blocks) == 1 and len(model.layers()) == p.n_layer
+        model = res.family.build(p.shape)
+        assert len(model.blocks) == 1 and len(model.layers()) == p.shape["n_layer"]
         assert gpt.count_params(model)[1] == p.n_nonembed == gpt.nonembed_for(
-            p.n_layer, p.d_model, share_layers=True)
+            p.shape["n_layer"], p.shape["d_model"], share_layers=True)
 
 
 @pytest.mark.slow
@@ -46,6 +48,7 @@ def test_shared_ladder_runs_and_compresses_from_the_spec(tmp_path):
     names = {v["name"] for v in summary["variants"]}
     assert names == {"r1-int8", "r1-prune0.5", "r1-lowrank0.5"}
     pruned = next(v for v in summary["variants"] if v["method"] == "prune")
-    assert len(pruned["settings"]["structure"]["heads"]) == 1  # the one shared block
+    shape = pruned["settings"]["shape"]  # the one shared block, with half its heads
+    assert shape["share_layers"] is True and shape["n_head"] < summary["rungs"][1]["n_head"]
     assert pruned["n_nonembed"] < summary["rungs"][1]["n_nonembed"]
     assert "<h2>Compression</h2>" in (out / "report.html").read_text()

@@ -8,7 +8,7 @@ import sqlite3
 import numpy as np
 import pytest
 
-from tests.laws.util import CHINCHILLA, EPOCH_EXACT, EPOCH_INTERVALS, run_cli
+from tests.laws.util import CHINCHILLA, EPOCH_EXACT, EPOCH_INTERVALS, HOLDOUT_KEYS, run_cli
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,13 @@ def test_chinchilla_reproduces_the_epoch_replication(chinchilla_fit):
     assert fit["x"] == ["Model Size", "D"] and fit["y"] == "loss"
     for key in ("law", "objective", "holdout"):
         assert key in fit
-    assert fit["holdout"]["n_test"] >= 1 and abs(fit["holdout"]["mean_rel_error"]) < 0.05
+    ho = fit["holdout"]
+    assert set(ho) == HOLDOUT_KEYS and ho["rule"] == "largest:1"
+    assert ho["n_test"] == len(ho["points"]) >= 1 and abs(ho["mean_rel_error"]) < 0.05
+    assert ho["n_fit"] + ho["n_test"] == 240 and ho["folds"] is None
+    # the held-out runs are the ones beyond the largest size fitted on
+    assert all(p["x"][0] > ho["max_fit_size"] for p in ho["points"])
+    assert "holdout_skipped" not in fit
     assert (out / "fit.svg").read_text().lstrip().startswith("<?xml")
 
 
@@ -202,11 +208,17 @@ def test_compare_ranks_laws_by_holdout_error(tmp_path, capsys):
     ranking = fit["comparison"]["ranking"]
     assert fit["comparison"]["rule"] == "largest:5"
     assert [r["law"] for r in ranking] == ["bnsl", "power"]
-    errors = [r["holdout_mean_abs_rel_error"] for r in ranking]
+    errors = [r["holdout"]["mean_abs_rel_error"] for r in ranking]
     assert errors[0] < 0.01 < errors[1]
+    # every row is a holdout record of the one shape, the same as the fit's own
+    for row in ranking:
+        assert set(row) == {"law", "holdout"} and set(row["holdout"]) == HOLDOUT_KEYS
+        assert (row["holdout"]["rule"], row["holdout"]["n_test"]) == ("largest:5", 5)
     # the --law row is the same holdout as the fit's own
-    assert ranking[1]["holdout_mean_abs_rel_error"] == pytest.approx(
+    assert ranking[1]["holdout"]["mean_abs_rel_error"] == pytest.approx(
         fit["holdout"]["mean_abs_rel_error"], rel=1e-6)
+    assert [p["x"] for p in ranking[1]["holdout"]["points"]] == pytest.approx(
+        [p["x"] for p in fit["holdout"]["points"]])
     assert "laws ranked by holdout largest:5" in out
 
 
@@ -232,7 +244,9 @@ def test_leave_one_size_out_through_the_cli(tmp_path, capsys):
                                tmp_path / "fit.png"], capsys)
     assert code == 0, err
     ho = json.loads((tmp_path / "fit.json").read_text())["holdout"]
-    assert ho["rule"] == "loso" and ho["n_folds"] == len(ho["folds"]) == 30
+    assert set(ho) == HOLDOUT_KEYS
+    assert ho["rule"] == "loso" and len(ho["folds"]) == 30 and len(ho["points"]) == 30
+    assert (ho["n_fit"], ho["max_fit_size"], ho["params"]) == (None, None, None)
     assert ho["mean_abs_rel_error"] >= abs(ho["mean_rel_error"]) > 0
     assert "each of 30 sizes predicted from the others" in out
     assert (tmp_path / "fit.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -8,6 +8,8 @@ import pytest
 from scalelab.errors import UserError
 from scalelab.laws import Law, compare_forms, holdout, leave_one_size_out, size_groups
 from scalelab.laws.forms import FORMS
+from scalelab.records import Holdout
+from tests.laws.util import HOLDOUT_KEYS
 
 
 def _grid_nd(n_sizes=8, per_size=6):
@@ -131,22 +133,36 @@ def test_holdout_rules_and_leave_one_size_out():
     y = _draw("power", params, x, 0.005, np.random.default_rng(4))
     law = Law("power", bootstrap=0)
     ho = holdout(law, x, y, "largest:3")
-    assert ho["n_test"] == 3 and ho["n_fit"] == 12 and len(ho["points"]) == 3
-    assert abs(ho["mean_rel_error"]) < 0.03
-    assert holdout(law, x, y, "smallest:10")["n_fit"] == 10
-    assert holdout(law, x, y, "below:1e6")["n_fit"] == int((x < 1e6).sum())
+    assert isinstance(ho, Holdout) and set(ho.to_dict()) == HOLDOUT_KEYS
+    assert ho.n_test == 3 and ho.n_fit == 12 and len(ho.points) == 3
+    assert ho.max_fit_size == x[np.argsort(x)[11]]
+    assert sorted(p["x"] for p in ho.points) == sorted(x)[12:]
+    for p in ho.points:
+        assert p["rel_error"] == (p["predicted"] - p["measured"]) / p["measured"]
+        assert p["lo"] is None and p["hi"] is None  # no bootstrap, no interval
+    assert ho.mean_rel_error == pytest.approx(np.mean([p["rel_error"] for p in ho.points]))
+    assert abs(ho.mean_rel_error) < 0.03 and ho.folds is None
+    assert set(ho.params) == {"E", "A", "alpha"}
+    assert holdout(law, x, y, "smallest:10").n_fit == 10
+    assert holdout(law, x, y, "below:1e6").n_fit == int((x < 1e6).sum())
     with pytest.raises(UserError):
         holdout(law, x, y, "sideways:1")
     loso = leave_one_size_out(law, x[:8], y[:8])
-    assert len(loso["folds"]) == 8 and loso["mean_abs_rel_error"] < 0.05
+    assert isinstance(loso, Holdout) and set(loso.to_dict()) == HOLDOUT_KEYS
+    assert loso.rule == "loso" and len(loso.folds) == 8 and loso.mean_abs_rel_error < 0.05
+    assert len(loso.points) == loso.n_test == 8
+    assert (loso.n_fit, loso.max_fit_size, loso.params, loso.on_bound) == (None,) * 4
+    assert loso.mean_rel_error == pytest.approx(np.mean([f["mean_rel_error"]
+                                                         for f in loso.folds]))
 
 
 def test_compare_forms_prefers_the_bending_law_on_bent_data():
     params, x = CASES["bnsl"]
     y = _draw("bnsl", params, x, 0.002, np.random.default_rng(5))
     ranked = compare_forms(x, y, ["power", "bnsl"], rule="largest:5")
-    assert ranked[0]["law"] == "bnsl"
-    assert ranked[0]["holdout_mean_abs_rel_error"] < ranked[1]["holdout_mean_abs_rel_error"]
+    assert [r["law"] for r in ranked] == ["bnsl", "power"]
+    assert all(isinstance(r["holdout"], Holdout) and r["holdout"].n_test == 5 for r in ranked)
+    assert ranked[0]["holdout"].mean_abs_rel_error < ranked[1]["holdout"].mean_abs_rel_error
     loso = compare_forms(x[::2], y[::2], ["power", "bnsl"], rule="loso")
-    assert loso[0]["law"] == "bnsl" and loso[0]["params"] is None
-    assert loso[0]["holdout_mean_abs_rel_error"] < loso[1]["holdout_mean_abs_rel_error"]
+    assert loso[0]["law"] == "bnsl" and loso[0]["holdout"].params is None
+    assert loso[0]["holdout"].mean_abs_rel_error < loso[1]["holdout"].mean_abs_rel_error

@@ -8,7 +8,8 @@ import pytest
 from scalelab.errors import UserError
 from scalelab.laws import Law, fit_study_power, optimal_allocation, predict_band
 from scalelab.laws.forms import FORMS
-from tests.laws.util import EPOCH_FINAL
+from scalelab.records import Holdout
+from tests.laws.util import EPOCH_FINAL, HOLDOUT_KEYS
 
 
 def _law(form: str, params: dict) -> Law:
@@ -68,10 +69,20 @@ def test_fit_study_power_contract_on_a_six_rung_ladder():
     assert fit["on_bound"] == []
     for name, (lo, hi) in fit["intervals"].items():
         assert lo <= fit["params"][name] <= hi, name
+    assert set(fit) == {"law", "x", "y", "params", "intervals", "level", "on_bound", "holdout",
+                        "band", "bootstrap_params"}
     ho = fit["holdout"]
-    assert ho["measured"] == pytest.approx(loss[-1])
-    assert ho["rel_error"] == pytest.approx((ho["predicted"] - ho["measured"]) / ho["measured"])
-    assert abs(ho["rel_error"]) < 0.05
+    assert set(ho) == HOLDOUT_KEYS
+    assert (ho["rule"], ho["n_fit"], ho["n_test"], ho["max_fit_size"]) == \
+        ("largest:1", 5, 1, pytest.approx(n[-2]))
+    (pt,) = ho["points"]
+    assert pt["x"] == pytest.approx(n[-1]) and pt["measured"] == pytest.approx(loss[-1])
+    assert pt["rel_error"] == pytest.approx((pt["predicted"] - pt["measured"]) / pt["measured"])
+    assert ho["mean_rel_error"] == pytest.approx(pt["rel_error"])
+    assert ho["mean_abs_rel_error"] == pytest.approx(abs(pt["rel_error"]))
+    assert pt["lo"] < pt["predicted"] < pt["hi"]  # the study's law is bootstrapped
+    assert abs(pt["rel_error"]) < 0.05
+    assert Holdout.from_dict(ho).largest() == pt
     point, lo, hi = predict_band(fit, n)
     assert np.all(lo <= point + 1e-12) and np.all(point <= hi + 1e-12)
     np.testing.assert_allclose(point, fit["params"]["E"] + fit["params"]["A"]
@@ -85,7 +96,7 @@ def test_fit_study_power_contract_on_a_six_rung_ladder():
 def test_fit_study_power_with_few_points_says_less_but_does_not_crash(k):
     n, loss = _ladder(6)
     fit = fit_study_power(n[:k], loss[:k], bootstrap=100)
-    assert fit["holdout"] is None
+    assert fit["holdout"] is None and fit["band"] is None and fit["y"] == "val_loss"
     assert all(v is None for v in fit["intervals"].values())
     if k == 3:
         assert fit["params"]["alpha"] > 0

@@ -20,3 +20,6 @@ def run_cli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
     """The real entry point (`python -m scalelab` runs the console script's `main`)."""
     return subprocess.run([sys.executable, "-m", "scalelab", *map(str, args)], cwd=cwd,
                           capture_output=True, text=True, timeout=600)
+# The keys of every holdout record (scalelab.records.Holdout), whatever the rule.
+HOLDOUT_KEYS = {"rule", "n_fit", "n_test", "max_fit_size", "points", "folds", "mean_rel_error",
+                "mean_abs_rel_error", "params", "on_bound"}

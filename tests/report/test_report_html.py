@@ -56,7 +56,8 @@ def test_user_text_is_escaped_everywhere(rendered):
     parser.feed(html)
     assert "script" not in parser.tags
     assert not any(k.startswith("on") for k, _ in parser.attrs)  # no event handlers
-    assert parser.tags.count("svg") == 4  # loss vs N, its residuals, loss curves, cost
+    # loss vs N, its residuals, the generalisation gap, loss curves, cost
+    assert parser.tags.count("svg") == 5
 
 
 def test_self_contained_no_external_resources(rendered):
@@ -72,6 +73,8 @@ def test_every_rung_and_measurement_is_in_the_table(rendered):
     quality = html[html.index('id="rungs-quality"') : html.index('id="rungs-cost"')]
     cost = html[html.index('id="rungs-cost"') : html.index('id="law"')]
     assert quality.count("<tr class=") == 6 and cost.count("<tr class=") == 6
+    assert "D<br>bytes" in quality and "val loss<br>(nats/byte)" in quality
+    assert "val bits<br>per byte" in quality and "layers" not in quality
     for want in (
         "6.56k",
         "25.4k",
@@ -80,11 +83,16 @@ def test_every_rung_and_measurement_is_in_the_table(rendered):
         "559k",
         "1.19M",  # N non-embedding
         "1.23M",
-        "6 × 128 / 8",
+        "<td>6x128 · 8 heads</td>",
+        "<td>4M</td>",
         "3.471",
         "1.715",
         "2.474",
         "3.45e-3",
+        # train loss and the gap val - train (LM_GAPS), none for the diverged rung
+        "<td>3.471</td><td>3.051</td><td>+0.42</td>",
+        "<td>1.715</td><td>1.645</td><td>+0.07</td>",
+        "<td>—</td><td>—</td><td>—</td>",
     ):
         assert want in quality, want
     for want in (
@@ -93,6 +101,7 @@ def test_every_rung_and_measurement_is_in_the_table(rendered):
         "12.7 s",
         "8.34 min",
         "316k/s",
+        "throughput<br>bytes/s",
         "7.00%",
         "99.2 MB",
         "47.9 kB",
@@ -140,9 +149,14 @@ def test_fit_parameters_intervals_and_holdout(rendered):
         "α",
         "+0.62%",
         "holdout prediction of the largest rung",
+        "L = 1.725 [1.691, 1.76]",
+        "fitted on all rungs but the largest (4 rungs)",
+        "the law predicts the largest (N = 1.19M)",
+        "validation loss (nats/byte)",
     ):
         assert want in law, want
-    assert "<svg" in law and "uncertainty band" in law
+    assert "<svg" in law and "95% band" in law
+    assert law.count('<figure class="fit" id="fit-') == 1 and 'data-y="val_loss"' in law
     # the residual panel is drawn by scalelab.laws.plots, the same code as `scalelab fit --plot`
     assert 'id="residuals-0"' in law and "log residual (pred / measured)" in law
 

@@ -42,7 +42,8 @@ def test_each_plot_is_a_bare_inline_svg_with_unique_ids():
 def test_loss_vs_n_draws_fit_band_and_holdout():
     summary, _ = make_study()
     svg = plots.loss_vs_n_svg(summary["rungs"], summary["fits"][0])
-    assert "uncertainty band" in svg
+    assert "95% band" in svg
+    assert "validation loss" in svg  # the y axis: the fit's y
     assert "holdout prediction of the largest rung (rel. error +0.62%)" in svg
     assert "diverged rung" in svg
     # the axis tick labels are plain numbers, no scientific notation

@@ -21,8 +21,8 @@ from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
 from scalelab.errors import UserError
 
 COMPRESS_HELP = f"""Make compressed variants of a trained rung, measure them like the rungs \
-(validation loss on the same validation data, bytes of the saved file, latency at the study's batch \
-sizes, peak memory), store them in study.db and rebuild the report.
+(validation loss on the same validation data, bytes of the saved file, latency at the study's \
+batch sizes, peak memory), store them in study.db and rebuild the report.
 
 Methods ({SYNTAX}):
 

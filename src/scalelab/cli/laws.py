@@ -28,9 +28,16 @@ only the N column.
 Holdout rules: largest:K (hold out the K largest sizes; default largest:1), smallest:K (fit on
 the K smallest sizes), below:V (fit on sizes < V), loso (leave one size out), none.
 
+The holdout goes into fit.json as "holdout", one record for every rule: rule, n_fit, n_test,
+max_fit_size, points (x, measured, predicted, lo, hi, rel_error of every predicted run), folds
+(loso: one per size), mean_rel_error, mean_abs_rel_error, params and on_bound of the law fitted
+to the kept runs. When the default rule cannot run, "holdout" is null and "holdout_skipped" says
+why.
+
 --compare LAW,LAW,... also fits those laws (same inputs as --law) with the same holdout rule,
 without a bootstrap, and ranks all of them by mean absolute holdout error; the ranking goes into
-fit.json as "comparison". The fitted law reported is still --law.
+fit.json as "comparison": {rule, ranking: [{law, holdout}]}. The fitted law reported is still
+--law.
 
 Examples (the Chinchilla data of Epoch's replication; a study):
 
@@ -103,19 +110,21 @@ def _write_json(path: Path, data: Any) -> None:
         raise UserError(f"cannot write {path}: {err.strerror}") from None
 
 
-def _run_holdout(law, X, y, rule: str) -> dict | None:
+def _run_holdout(law, X, y, rule: str) -> tuple[Any, str | None]:
+    """(Holdout | None, why there is none): the default rule quietly records why it could not
+    run; any other rule that cannot run is an error."""
     from scalelab.laws import holdout, leave_one_size_out
 
     if rule == "none":
-        return None
+        return None, None
     if rule == "loso":
-        return leave_one_size_out(law, X, y)
+        return leave_one_size_out(law, X, y), None
     try:
-        return holdout(law, X, y, rule)
+        return holdout(law, X, y, rule), None
     except UserError as err:
-        if rule != "largest:1":  # the default quietly records why it could not run
+        if rule != "largest:1":
             raise
-        return {"rule": rule, "skipped": str(err)}
+        return None, str(err)
 
 
 def _fit_table(summary: dict) -> Table:
@@ -136,17 +145,32 @@ def _print_fit(summary: dict) -> None:
     console.print(f"objective {summary['objective']:.6g} over {summary['n_points']} runs; "
                   f"{st['reached_best']}/{st['n']} starts reached the optimum"
                   + ("; [bold red]starts disagree on the optimum[/]" if st["disagree"] else ""))
-    ho = summary.get("holdout")
-    if ho and ho.get("rule") == "loso":
-        console.print(f"holdout loso: each of {ho['n_folds']} sizes predicted from the others: "
-                      f"mean relative error {100 * ho['mean_rel_error']:+.2f}%, "
-                      f"mean |error| {100 * ho['mean_abs_rel_error']:.2f}%")
-    elif ho and "mean_abs_rel_error" in ho:
-        console.print(f"holdout {ho['rule']}: fit on {ho['n_fit']}, predict {ho['n_test']}: "
-                      f"mean relative error {100 * ho['mean_rel_error']:+.2f}%, "
-                      f"mean |error| {100 * ho['mean_abs_rel_error']:.2f}%")
-    elif ho:
-        console.print(f"holdout skipped: {ho['skipped']}")
+    for line in holdout_lines(summary.get("holdout"), summary.get("holdout_skipped")):
+        console.print(line)
+
+
+def holdout_lines(record: dict | None, skipped: str | None = None) -> list[str]:
+    """What a holdout record (any rule, any stored shape) says, in one or two lines."""
+    from scalelab.records import Holdout
+
+    if record is None:
+        return [f"holdout skipped: {skipped}"] if skipped else []
+    ho = Holdout.from_dict(record)
+    mean = (f"mean relative error {_pct(ho.mean_rel_error, '+.2f')}, "
+            f"mean |error| {_pct(ho.mean_abs_rel_error, '.2f')}")
+    if ho.folds:
+        return [f"holdout loso: each of {len(ho.folds)} sizes predicted from the others: {mean}"]
+    fit_on = f"fit on {ho.n_fit}" if ho.n_fit is not None else "fit on the smaller sizes"
+    lines = [f"holdout {ho.rule}: {fit_on}, predict {ho.n_test}: {mean}"]
+    top = ho.largest()
+    if top is not None and ho.n_test > 1:
+        lines.append(f"  largest size predicted {_g(top['predicted'])}, measured "
+                     f"{_g(top['measured'])}, error {_pct(top['rel_error'], '+.2f')}")
+    return lines
+
+
+def _pct(v: float | None, spec: str) -> str:
+    return "-" if v is None else f"{100 * v:{spec}}%"
 
 
 @app.command(help=FIT_HELP)
@@ -191,9 +215,12 @@ def fit(
                         f"({len(form.grid(*_logs(ds)))} starts, {bootstrap} resamples)..."):
         model.fit(ds.X, ds.y)
     with console.status(f"holdout {holdout}..."):
-        ho = _run_holdout(model, ds.X, ds.y, holdout)
+        ho, why_not = _run_holdout(model, ds.X, ds.y, holdout)
     summary = model.summary()
-    summary.update({"holdout": ho, "source": ds.source, "dropped_highest": ds.dropped})
+    summary.update({"holdout": None if ho is None else ho.to_dict(), "source": ds.source,
+                    "dropped_highest": ds.dropped})
+    if why_not:
+        summary["holdout_skipped"] = why_not
     if flops_col:
         summary["flops"] = {"column": flops_col, "k": k}
     _print_fit(summary)
@@ -201,8 +228,9 @@ def fit(
         from scalelab.laws import compare_forms
 
         with console.status(f"comparing {', '.join(rivals)} by holdout {holdout}..."):
-            ranking = compare_forms(ds.X, ds.y, rivals, holdout, loss=loss, delta=delta,
-                                    x_names=ds.x_names, y_name=ds.y_name)
+            ranked = compare_forms(ds.X, ds.y, rivals, holdout, loss=loss, delta=delta,
+                                   x_names=ds.x_names, y_name=ds.y_name)
+        ranking = [{"law": r["law"], "holdout": r["holdout"].to_dict()} for r in ranked]
         summary["comparison"] = {"rule": holdout, "ranking": ranking}
         console.print(_ranking_table(ranking, holdout))
     if out:
@@ -211,7 +239,7 @@ def fit(
     if plot:
         from scalelab.laws.plots import fit_figure, save_figure
 
-        save_figure(fit_figure(model, ds.X, ds.y, ho), plot)
+        save_figure(fit_figure(model, ds.X, ds.y, ho, why_not or "no holdout"), plot)
         console.print(f"wrote {plot}")
 
 
@@ -240,9 +268,9 @@ def _ranking_table(ranking: list[dict], rule: str) -> Table:
     for col in ("rank", "law", "mean |rel. error|", "mean rel. error", "on a bound"):
         table.add_column(col, justify="left" if col in ("law", "on a bound") else "right")
     for i, row in enumerate(ranking, 1):
-        table.add_row(str(i), row["law"], f"{100 * row['holdout_mean_abs_rel_error']:.2f}%",
-                      f"{100 * row['holdout_mean_rel_error']:+.2f}%",
-                      ", ".join(row["on_bound"] or []))
+        ho = row["holdout"]
+        table.add_row(str(i), row["law"], f"{100 * ho['mean_abs_rel_error']:.2f}%",
+                      f"{100 * ho['mean_rel_error']:+.2f}%", ", ".join(ho["on_bound"] or []))
     return table
 
 

@@ -64,20 +64,30 @@ def rung_table(summary: dict) -> Table:
 
 
 def fit_lines(summary: dict) -> list[str]:
+    """One line per fitted law (loss, and the error rate of a classifier) and one for its
+    holdout: the largest rung predicted by the law fitted to the others. Fit records of any
+    stored shape (old studies included) are read through `FitRecord.from_dict`."""
+    from scalelab.records import FitRecord
+
+    def num(v, spec: str) -> str:
+        return "-" if v is None else format(v, spec)
+
     lines = []
-    for fit in summary["fits"]:
-        p, iv = fit["params"], fit.get("intervals") or {}
+    for stored in summary["fits"]:
+        fit = FitRecord.from_dict(stored)
         parts = []
-        for name, value in p.items():
-            lo_hi = iv.get(name)
+        for name, value in fit.params.items():
+            lo_hi = fit.intervals.get(name)
             band = f" [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]" if lo_hi else ""
-            parts.append(f"{name}={value:.4g}{band}")
-        lines.append(f"law {fit['law']} of {fit.get('y', 'val_loss')} in {fit['x']}: "
-                     + ", ".join(parts))
-        ho = fit.get("holdout")
-        if ho:
-            lines.append(f"holdout: largest rung predicted {ho['predicted']:.4f}, measured "
-                         f"{ho['measured']:.4f}, error {100 * ho['rel_error']:+.2f}%")
+            parts.append(f"{name}={num(value, '.4g')}{band}")
+        x = fit.x if isinstance(fit.x, str) else ",".join(fit.x)
+        lines.append(f"law {fit.law} of {fit.y} in {x}: " + ", ".join(parts))
+        top = fit.holdout.largest() if fit.holdout is not None else None
+        if top is not None:
+            rel = top["rel_error"]
+            lines.append(f"holdout: largest rung predicted {num(top['predicted'], '.4f')}, "
+                         f"measured {num(top['measured'], '.4f')}, error "
+                         + ("-" if rel is None else f"{100 * rel:+.2f}%"))
     return lines
 
 

@@ -96,8 +96,8 @@ def compress_study(store: StudyStore, spec: StudySpec, task: Task | None, family
     base_metrics = row.get("metrics")
 
     for m, name in todo:
-        say(f"{name}: {m.text}")
         method = get_method(m.kind)
+        say(f"{name}: {method.describe(m)}")
         torch.manual_seed(0)
         built = method.make(ctx, m, name)
         mdev = built.device or device

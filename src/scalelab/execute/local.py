@@ -70,8 +70,9 @@ def run_rungs(
             if progress is not None:
                 progress(plan, step, loss)
 
+        rung_task = task.fold(plan.repeat) if getattr(task, "n_folds", 1) > 1 else task
         with measure.PeakMemory(device) as mem:
-            outcome = train_rung(plan, task, spec.train, device, ckpt_dir, family=family,
+            outcome = train_rung(plan, rung_task, spec.train, device, ckpt_dir, family=family,
                                  on_progress=step_progress, on_checkpoint=save_curve)
         save_curve(outcome.curve)
         if outcome.status == "diverged":
@@ -82,7 +83,7 @@ def run_rungs(
         else:
             weights = store.checkpoints / f"rung-{plan.rung}.safetensors"
             nbytes = save_weights(outcome.model, weights)
-            result = measure_rung(plan, outcome, task, spec, device, gemm_peak)
+            result = measure_rung(plan, outcome, rung_task, spec, device, gemm_peak)
             result.peak_mem_bytes = mem.peak_bytes
             result.checkpoint_bytes = nbytes
             result.checkpoint = str(weights.relative_to(store.folder))

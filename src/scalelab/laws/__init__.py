@@ -5,25 +5,31 @@ Quick use::
     from scalelab.laws import Law, holdout, optimal_allocation
     law = Law("chinchilla", bootstrap=1000).fit(X, y)   # X: (n, 2) columns N, D; y: loss
     law.params_, law.intervals(), law.predict([[7e10, 1.4e12]])
-    holdout(law, X, y, "largest:1")
+    holdout(law, X, y, "largest:1")        # a Holdout record (scalelab.records); .to_dict()
     optimal_allocation(law, 5.76e23)
 
-The study calls `fit_study_power` and draws bands with `predict_band`.
+The study calls `fit_study_power` (a `FitRecord` as a dict) and draws bands with `predict_band`.
+`Holdout` is the one record of every holdout rule (largest:K, smallest:K, below:V, loso);
+`Holdout.from_dict` also reads the older shapes stored by earlier studies.
 """
 
 from scalelab.laws.fit import Law, Prediction
 from scalelab.laws.forms import FORMS, Form, get_form
 from scalelab.laws.optimal import frontier, optimal_allocation
-from scalelab.laws.study import fit_study_power, predict_band
+from scalelab.laws.study import fit_study_power, fit_study_record, predict_band
 from scalelab.laws.validate import compare_forms, holdout, leave_one_size_out, size_groups
+from scalelab.records import FitRecord, Holdout
 
 __all__ = [
     "FORMS",
+    "FitRecord",
     "Form",
+    "Holdout",
     "Law",
     "Prediction",
     "compare_forms",
     "fit_study_power",
+    "fit_study_record",
     "frontier",
     "get_form",
     "holdout",

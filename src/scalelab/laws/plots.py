@@ -17,6 +17,7 @@ from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI b
 
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law, as_inputs
+from scalelab.records import Holdout
 
 LAW, DATA, HELD = "#1f6fb2", "#333333", "#d1495b"
 
@@ -29,13 +30,22 @@ def _loglog(ax: Any, xlabel: str, ylabel: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def _held_mask(X: np.ndarray, holdout: dict[str, Any] | None) -> np.ndarray:
-    if not holdout or "max_fit_size" not in holdout:
+def as_holdout(holdout: Holdout | dict[str, Any] | None) -> Holdout | None:
+    """A Holdout from a record or its JSON (any stored shape), None for none."""
+    if holdout is None or isinstance(holdout, Holdout):
+        return holdout
+    return Holdout.from_dict(dict(holdout))
+
+
+def _held_mask(X: np.ndarray, holdout: Holdout | dict[str, Any] | None) -> np.ndarray:
+    ho = as_holdout(holdout)
+    if ho is None or ho.max_fit_size is None:
         return np.zeros(len(X), dtype=bool)
-    return X[:, 0] > holdout["max_fit_size"]
+    return X[:, 0] > ho.max_fit_size
 
 
-def draw_fit(ax: Any, law: Law, X: Any, y: Any, holdout: dict[str, Any] | None = None) -> None:
+def draw_fit(ax: Any, law: Law, X: Any, y: Any,
+             holdout: Holdout | dict[str, Any] | None = None) -> None:
     """One-input law: data and the law with its band. Two inputs: predicted vs measured."""
     Xa = as_inputs(X, law.form_, law._names())
     yv = np.asarray(y, dtype=float)
@@ -79,24 +89,24 @@ def draw_residuals(ax: Any, law: Law, X: Any, y: Any) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def draw_holdout(ax: Any, holdout: dict[str, Any] | None) -> None:
+def draw_holdout(ax: Any, holdout: Holdout | dict[str, Any] | None,
+                 note: str = "no holdout") -> None:
     """Relative error of each held-out prediction (fit on the smaller sizes only); for
-    leave-one-size-out, the mean error of each size predicted from all the others."""
-    ho = holdout or {}
-    if ho.get("rule") == "loso":
-        size = np.array([f["size"] for f in ho["folds"]])
-        rel = np.array([f["mean_rel_error"] for f in ho["folds"]]) * 100
-        title = f"leave one size out: mean |err| {100 * ho['mean_abs_rel_error']:.2f}%"
+    leave-one-size-out, the mean error of each size predicted from all the others. Without a
+    holdout, `note` says why."""
+    ho = as_holdout(holdout)
+    if ho is not None and ho.folds:
+        size = np.array([f["size"] for f in ho.folds])
+        rel = np.array([f["mean_rel_error"] for f in ho.folds]) * 100
+        title = f"leave one size out: mean |err| {100 * ho.mean_abs_rel_error:.2f}%"
+    elif ho is not None and ho.points:
+        size = np.array([p["x"] if np.isscalar(p["x"]) else p["x"][0] for p in ho.points])
+        rel = np.array([p["rel_error"] for p in ho.points]) * 100
+        title = f"holdout {ho.rule}: mean |err| {100 * ho.mean_abs_rel_error:.2f}%"
     else:
-        pts = ho.get("points") or []
-        if not pts:
-            ax.text(0.5, 0.5, ho.get("skipped", "no holdout"), ha="center", va="center",
-                    transform=ax.transAxes, wrap=True)
-            ax.set_axis_off()
-            return
-        size = np.array([p["x"] if np.isscalar(p["x"]) else p["x"][0] for p in pts])
-        rel = np.array([p["rel_error"] for p in pts]) * 100
-        title = f"holdout {ho['rule']}: mean |err| {100 * ho['mean_abs_rel_error']:.2f}%"
+        ax.text(0.5, 0.5, note, ha="center", va="center", transform=ax.transAxes, wrap=True)
+        ax.set_axis_off()
+        return
     ax.axhline(0.0, color=LAW, lw=1)
     ax.plot(size, rel, "o", color=HELD, ms=5)
     ax.set_xscale("log")
@@ -106,13 +116,14 @@ def draw_holdout(ax: Any, holdout: dict[str, Any] | None) -> None:
     ax.grid(True, which="both", alpha=0.3)
 
 
-def fit_figure(law: Law, X: Any, y: Any, holdout: dict[str, Any] | None = None) -> Figure:
+def fit_figure(law: Law, X: Any, y: Any, holdout: Holdout | dict[str, Any] | None = None,
+               note: str = "no holdout") -> Figure:
     """The three panels the CLI writes with --plot: fit, residuals, holdout."""
     fig = Figure(figsize=(14, 4.2), layout="constrained")
     axes = fig.subplots(1, 3)
     draw_fit(axes[0], law, X, y, holdout)
     draw_residuals(axes[1], law, X, y)
-    draw_holdout(axes[2], holdout)
+    draw_holdout(axes[2], holdout, note)
     return fig
 
 

@@ -3,7 +3,8 @@
 `fit_study_power` returns the record that goes into summary.json (and the report); it never
 crashes on a short ladder, it says less instead:
 
-- 4 points or more: fit, bootstrap intervals, and a holdout (fit all but the largest N, predict it).
+- 4 points or more: fit, bootstrap intervals, and a holdout (fit all but the largest N, predict it;
+  a `Holdout` record whose `largest()` is the largest rung's prediction and relative error).
 - 3 points: fit (exactly determined), intervals None, holdout None.
 - 2 points: a pure power law through both (E fixed at its bound 0, listed in on_bound),
   intervals None, holdout None.
@@ -25,6 +26,7 @@ from scalelab.errors import UserError
 from scalelab.laws.fit import Law
 from scalelab.laws.forms import Power
 from scalelab.laws.validate import holdout
+from scalelab.records import FitRecord, Holdout
 
 STORED_SAMPLES = 200  # bootstrap samples kept in the record: enough for a band, still small
 BAND_POINTS = 60
@@ -32,11 +34,11 @@ NAMES = Power.param_names
 
 
 def _empty(x_name: str, params: dict[str, Any] | None = None,
-           on_bound: list[str] | None = None, y_name: str = "val_loss") -> dict[str, Any]:
-    return {"law": "power", "x": x_name, "y": y_name,
-            "params": params or {n: None for n in NAMES},
-            "intervals": {n: None for n in NAMES}, "level": 0.95,
-            "on_bound": on_bound or [], "holdout": None}
+           on_bound: list[str] | None = None, y_name: str = "val_loss") -> FitRecord:
+    return FitRecord(law="power", x=x_name, y=y_name,
+                     params=params or {n: None for n in NAMES},
+                     intervals={n: None for n in NAMES}, level=0.95,
+                     on_bound=on_bound or [], holdout=None)
 
 
 def _clean(n: Sequence[float], loss: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -51,13 +53,13 @@ def _clean(n: Sequence[float], loss: Sequence[float]) -> tuple[np.ndarray, np.nd
     return x, y
 
 
-def _two_point(x: np.ndarray, y: np.ndarray, x_name: str) -> dict[str, Any]:
+def _two_point(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> FitRecord:
     """Pure power law through two (mean) points: E = 0 sits on its bound."""
     xs = np.unique(x)
     ys = np.array([y[x == v].mean() for v in xs])
     alpha = -np.log(ys[-1] / ys[0]) / np.log(xs[-1] / xs[0])
     a = float(ys[0] * xs[0] ** alpha)
-    return _empty(x_name, {"E": 0.0, "A": a, "alpha": float(alpha)}, ["E"])
+    return _empty(x_name, {"E": 0.0, "A": a, "alpha": float(alpha)}, ["E"], y_name)
 
 
 def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 1000,
@@ -65,51 +67,54 @@ def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 
                     y_name: str = "val_loss") -> dict[str, Any]:
     """Fit L(N) = E + A·N^-alpha to a ladder; the summary.json record (see module docstring).
 
-    Keys: law, x, y, params {E, A, alpha}, intervals {name: [lo, hi] | None} (95%), level,
-    on_bound, holdout {x, predicted, measured, rel_error, interval} | None, and when bootstrapped
-    band {x, point, lo, hi, level} over the ladder's range and bootstrap_params {name: [...]}
-    (at most 200 samples) for `predict_band`.
+    Returns `scalelab.records.FitRecord.to_dict()`: law, x, y, params {E, A, alpha}, intervals
+    {name: [lo, hi] | None} (95%), level, on_bound, holdout (a `Holdout` record, rule
+    "largest:1") | None, band {x, point, lo, hi, level} over the ladder's range and
+    bootstrap_params {name: [...]} (at most 200 samples, for `predict_band`) when bootstrapped,
+    else None. `y` is whatever was fitted (val_loss, or val_error for a classifier).
     """
+    return fit_study_record(n, loss, bootstrap, seed, x_name, y_name).to_dict()
+
+
+def fit_study_record(n: Sequence[float], loss: Sequence[float], bootstrap: int = 1000,
+                     seed: int = 0, x_name: str = "n_nonembed",
+                     y_name: str = "val_loss") -> FitRecord:
+    """`fit_study_power` as a `FitRecord`."""
     x, y = _clean(n, loss)
     if np.unique(x).size < 2:
         return _empty(x_name, y_name=y_name)
     if len(x) == 2:
-        return _two_point(x, y, x_name) | {"y": y_name}
+        return _two_point(x, y, x_name, y_name)
     enough = len(x) >= 4
     law = Law("power", bootstrap=bootstrap if enough else 0, seed=seed, level=0.95,
               x_names=(x_name,), y_name=y_name).fit(x, y)
     out = law.summary(max_samples=STORED_SAMPLES)
     record = _empty(x_name, out["params"], out["on_bound"], y_name)
-    record["intervals"] = out["intervals"]
+    record.intervals = out["intervals"]
     if "bootstrap_params" in out:
-        record["bootstrap_params"] = out["bootstrap_params"]
+        record.bootstrap_params = out["bootstrap_params"]
         grid = np.geomspace(x.min() / 1.6, x.max() * 2.5, BAND_POINTS)
-        point, lo, hi = predict_band(record, grid)
-        record["band"] = {"x": grid.tolist(), "point": point.tolist(), "lo": lo.tolist(),
-                          "hi": hi.tolist(), "level": 0.95}
+        point, lo, hi = predict_band(record.to_dict(), grid)
+        record.band = {"x": grid.tolist(), "point": point.tolist(), "lo": lo.tolist(),
+                       "hi": hi.tolist(), "level": 0.95}
     if enough:
-        record["holdout"] = _holdout_largest(law, x, y)
+        record.holdout = _holdout_largest(law, x, y)
     return record
 
 
-def _holdout_largest(law: Law, x: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+def _holdout_largest(law: Law, x: np.ndarray, y: np.ndarray) -> Holdout | None:
     """Fit on all but the largest N, predict the largest: the law's own extrapolation check."""
     top = x == x.max()
     if np.unique(x[~top]).size < 2 or (~top).sum() < 3:
         return None
-    pts = holdout(law, x, y, "largest:1")["points"]
-    predicted = float(np.mean([p["predicted"] for p in pts]))
-    measured = float(np.mean([p["measured"] for p in pts]))
-    interval = None
-    if pts[0]["lo"] is not None:
-        interval = [float(np.mean([p["lo"] for p in pts])), float(np.mean([p["hi"] for p in pts]))]
-    return {"x": float(x.max()), "predicted": predicted, "measured": measured,
-            "rel_error": (predicted - measured) / measured, "interval": interval}
+    return holdout(law, x, y, "largest:1")
 
 
-def predict_band(fit: dict[str, Any], n_grid: Sequence[float],
+def predict_band(fit: dict[str, Any] | FitRecord, n_grid: Sequence[float],
                  level: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(point, lo, hi) of a fit record's power law on n_grid; lo/hi are NaN without samples."""
+    if isinstance(fit, FitRecord):
+        fit = fit.to_dict()
     grid = np.asarray(n_grid, dtype=float)
     nan = np.full(grid.shape, np.nan)
     if any((fit.get("params") or {}).get(k) is None for k in NAMES):

@@ -14,6 +14,7 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law, as_inputs
+from scalelab.records import Holdout
 
 SIZE_RTOL = 0.01
 
@@ -68,11 +69,11 @@ def _points(law: Law, X: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> dict[str, Any]:
+def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> Holdout:
     """Fit a clone of `law` on the runs the rule keeps, predict the others.
 
     Relative error is (predicted - measured) / measured, per point and its mean (signed, and of
-    absolute values).
+    absolute values). The record is a `scalelab.records.Holdout` (`.to_dict()` for JSON).
     """
     Xa = as_inputs(X, law.form_, law._names())
     yv = np.asarray(y, dtype=float).ravel()
@@ -83,40 +84,44 @@ def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> dict[str, Any]
     fitted = law.clone().fit(Xa[keep], yv[keep])
     pts = _points(fitted, Xa[~keep], yv[~keep])
     rel = np.array([p["rel_error"] for p in pts])
-    return {
-        "rule": rule,
-        "n_fit": int(keep.sum()),
-        "n_test": int((~keep).sum()),
-        "max_fit_size": float(Xa[keep, 0].max()),
-        "params": fitted.params_,
-        "on_bound": fitted.on_bound_,
-        "points": pts,
-        "mean_rel_error": float(rel.mean()),
-        "mean_abs_rel_error": float(np.abs(rel).mean()),
-    }
+    return Holdout(
+        rule=rule,
+        n_fit=int(keep.sum()),
+        n_test=int((~keep).sum()),
+        max_fit_size=float(Xa[keep, 0].max()),
+        points=pts,
+        mean_rel_error=float(rel.mean()),
+        mean_abs_rel_error=float(np.abs(rel).mean()),
+        params=dict(fitted.params_),
+        on_bound=list(fitted.on_bound_),
+    )
 
 
-def leave_one_size_out(law: Law, X: Any, y: Any) -> dict[str, Any]:
+def leave_one_size_out(law: Law, X: Any, y: Any) -> Holdout:
     """For every size: fit on all other sizes, predict it.
 
-    Per fold the mean relative error (signed and absolute); overall their means over folds, so
-    every size counts once however many runs it has.
+    `points` holds every run with its prediction from the fit without its size; per fold (size)
+    the mean relative error (signed and absolute); overall their means over folds, so every size
+    counts once however many runs it has. No single fit: n_fit, max_fit_size, params and
+    on_bound are None.
     """
     Xa = as_inputs(X, law.form_, law._names())
     yv = np.asarray(y, dtype=float).ravel()
     groups = size_groups(Xa[:, 0])
-    folds = []
+    folds, points = [], []
     for g in range(groups.max() + 1):
         test = groups == g
         fitted = law.clone(bootstrap=0).fit(Xa[~test], yv[~test])
         pts = _points(fitted, Xa[test], yv[test])
+        points += pts
         rel = np.array([p["rel_error"] for p in pts])
         folds.append({"size": float(Xa[test, 0].mean()), "n_test": int(test.sum()),
                       "mean_rel_error": float(rel.mean()),
                       "mean_abs_rel_error": float(np.abs(rel).mean())})
-    return {"rule": "loso", "n_folds": len(folds), "n_test": int(len(yv)), "folds": folds,
-            "mean_rel_error": float(np.mean([f["mean_rel_error"] for f in folds])),
-            "mean_abs_rel_error": float(np.mean([f["mean_abs_rel_error"] for f in folds]))}
+    return Holdout(rule="loso", n_fit=None, n_test=int(len(yv)), max_fit_size=None,
+                   points=points, folds=folds,
+                   mean_rel_error=float(np.mean([f["mean_rel_error"] for f in folds])),
+                   mean_abs_rel_error=float(np.mean([f["mean_abs_rel_error"] for f in folds])))
 
 
 def compare_forms(X: Any, y: Any, forms: Sequence[str], rule: str = "largest:1",
@@ -125,16 +130,12 @@ def compare_forms(X: Any, y: Any, forms: Sequence[str], rule: str = "largest:1",
 
     `rule` is a holdout rule (largest:K, smallest:K, below:V) or "loso"; `settings` go to every
     `Law` (loss, delta, x_names, ...). Every form is fitted without a bootstrap: the ranking
-    needs the holdout errors only. With "loso" a row has no params (one fit per size).
+    needs the holdout errors only. A row is {"law": name, "holdout": Holdout}, ranked by the
+    holdout's mean absolute relative error; with "loso" its params are None (one fit per size).
     """
     rows = []
     for name in forms:
         law = Law(name, **{**settings, "bootstrap": 0})
-        if rule == "loso":
-            ho = {**leave_one_size_out(law, X, y), "params": None, "on_bound": None}
-        else:
-            ho = holdout(law, X, y, rule)
-        rows.append({"law": name, "holdout_mean_abs_rel_error": ho["mean_abs_rel_error"],
-                     "holdout_mean_rel_error": ho["mean_rel_error"], "params": ho["params"],
-                     "on_bound": ho["on_bound"]})
-    return sorted(rows, key=lambda r: r["holdout_mean_abs_rel_error"])
+        ho = leave_one_size_out(law, X, y) if rule == "loso" else holdout(law, X, y, rule)
+        rows.append({"law": name, "holdout": ho})
+    return sorted(rows, key=lambda r: r["holdout"].mean_abs_rel_error)

@@ -20,11 +20,15 @@ Decisions:
   A shape from a function defined inside another function or in `__main__` cannot be rebuilt
   by import later; the in-process study does not need to.
 - The knob must make the count grow (closest_knob bisects); this is not checked.
+- The factory's module is imported with the current working directory on the import path (as
+  `python -m` has it), so a `my_model.py` beside the spec works from the console script too.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +55,8 @@ def resolve_factory(factory: str) -> Callable[[int], Any]:
     if not sep or not module_name or not attr:
         raise UserError(f"custom family: factory {factory!r} must be written "
                         f"'package.module:function'")
+    if os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     try:
         obj: Any = importlib.import_module(module_name)
     except ImportError as err:

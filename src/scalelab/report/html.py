@@ -20,6 +20,7 @@ import jinja2
 import yaml
 from markupsafe import Markup, escape
 
+from scalelab.records import FitRecord, Holdout
 from scalelab.report import plots
 from scalelab.report.plots import fmt_count, latency_batches, latency_of, scaled
 from scalelab.values import finite
@@ -123,11 +124,11 @@ def _param_name(name: str) -> str:
     return _PARAM_NAMES.get(name, name)
 
 
-def _law_formula(law: str, x: str) -> Markup:
+def _law_formula(law: str, x: str, symbol: str = "L") -> Markup:
     """The law as HTML (exponent as a superscript); unknown forms show their escaped name."""
     n = escape("N" if x in ("n_nonembed", "n_params") else x)
-    saturating = Markup("L({n}) = E + A · {n}<sup>−α</sup>").format(n=n)
-    pure = Markup("L({n}) = A · {n}<sup>−α</sup>").format(n=n)
+    saturating = Markup("{s}({n}) = E + A · {n}<sup>−α</sup>").format(s=symbol, n=n)
+    pure = Markup("{s}({n}) = A · {n}<sup>−α</sup>").format(s=symbol, n=n)
     forms = {
         "power": saturating,
         "power_e": saturating,
@@ -151,19 +152,96 @@ def _x_label(key: str) -> str:
     return {"n_nonembed": "non-embedding parameters", "n_params": "all parameters"}.get(key, key)
 
 
+# --------------------------------------------------------------------------- the task
+
+# What a study of each objective measures besides the loss (summary.json's `corpus.metrics`).
+_DEFAULT_METRICS = {"lm": ["bpb"], "classification": ["accuracy", "error"],
+                    "regression": ["rmse"]}
+# Quality columns of the rung table, in this order, for the metrics a task has:
+# metric -> (summary key, header, second header line, formatter).
+_METRIC_COLUMNS = {
+    "bpb": ("val_bpb", "val bits", "per byte", lambda v: fmt_num(v, 4)),
+    "error": ("val_error", "val error", "rate", fmt_pct),
+    "accuracy": ("val_accuracy", "val", "accuracy", fmt_pct),
+    "rmse": ("val_rmse", "val RMSE", "target units", lambda v: fmt_num(v, 4)),
+}
+# Symbols of fitted quantities in a law's formula (HTML, and Matplotlib mathtext for the plot).
+_SYMBOLS = {"val_loss": ("L", "L"), "val_error": ("err", r"\mathrm{err}")}
+
+
+def _task_view(study: Mapping[str, Any]) -> dict[str, Any]:
+    """What the study's task measures, from summary.json's `corpus` (its objective, the unit of
+    D, its metrics). Studies from before tasks (no objective) were byte-level language models."""
+    corpus = study.get("corpus")
+    corpus = corpus if isinstance(corpus, Mapping) else {}
+    objective = str(corpus.get("objective") or "lm")
+    unit = str(corpus.get("unit") or ("byte" if objective == "lm" else "example"))
+    metrics = corpus.get("metrics")
+    if not isinstance(metrics, list | tuple):
+        metrics = _DEFAULT_METRICS.get(objective, [])
+    metrics = [str(m) for m in metrics]
+    loss_unit = {"lm": f"nats/{unit}", "classification": "nats/example",
+                 "regression": "MSE, standardised target"}.get(objective, "nats")
+    columns = [
+        {"key": key, "head": head, "sub": sub, "fmt": fmt}
+        for name, (key, head, sub, fmt) in _METRIC_COLUMNS.items() if name in metrics
+    ]
+    return {
+        "objective": objective,
+        "unit": unit,
+        "units": unit + "s",
+        "metrics": metrics,
+        "loss_unit": loss_unit,
+        "loss_name": {"lm": "cross-entropy", "classification": "cross-entropy",
+                      "regression": "squared error"}.get(objective, "loss"),
+        "columns": columns,
+    }
+
+
+def _quantity(key: str, task: Mapping[str, Any]) -> str:
+    """A fitted or plotted quantity in words, with its unit."""
+    return {
+        "val_loss": f"validation loss ({task['loss_unit']})",
+        "val_error": "validation error rate",
+        "val_accuracy": "validation accuracy",
+        "val_bpb": "validation bits per byte",
+        "val_rmse": "validation RMSE",
+    }.get(key, key)
+
+
+def _short_quantity(key: str) -> str:
+    return {"val_loss": "validation loss", "val_error": "error rate"}.get(key, key)
+
+
 # --------------------------------------------------------------------------- view model
 
 
-def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str]) -> list[dict[str, Any]]:
+def _shape_text(r: Mapping[str, Any]) -> str:
+    """The family's short text for the shape (`describe`), with the heads where a model has
+    them; rungs of older studies have no `describe`, only layers and width."""
+    text = r.get("describe")
+    if not text and r.get("n_layer") is not None and r.get("d_model") is not None:
+        text = f"{r['n_layer']}x{r['d_model']}"
+    if not text:
+        return "—"
+    if r.get("n_head") is not None:
+        text = f"{text} · {r['n_head']} heads"
+    return str(text)
+
+
+def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str],
+               task: Mapping[str, Any]) -> list[dict[str, Any]]:
     rows = []
     for r in rungs:
-        shape = None
-        if any(r.get(k) is not None for k in ("n_layer", "d_model", "n_head")):
-            shape = f"{r.get('n_layer', '?')} × {r.get('d_model', '?')} / {r.get('n_head', '?')}"
         lat = []
         for b in batches:
             med, iqr = latency_of(r, b)
             lat.append(fmt_latency({"median": med, "iqr": iqr}, unit=False))
+        d = r.get("D", r.get("tokens"))
+        rate = r.get("units_per_s")
+        rate = r.get("tokens_per_s") if rate is None else rate
+        val, train = finite(r.get("val_loss")), finite(r.get("train_loss"))
+        gap = None if val is None or train is None else val - train
         rows.append(
             {
                 "rung": r.get("rung", "?"),
@@ -172,16 +250,18 @@ def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str]) -> list[d
                 "diverged_reason": r.get("diverged_reason"),
                 "n_params": fmt_count(r.get("n_params")),
                 "n_nonembed": fmt_count(r.get("n_nonembed")),
-                "shape": shape or "—",
-                "tokens": fmt_count(r.get("tokens")),
+                "shape": _shape_text(r),
+                "D": fmt_count(d),
                 "steps": fmt_count(r.get("steps")),
                 "lr": fmt_lr(r.get("lr")),
                 "val_loss": fmt_num(r.get("val_loss"), 4),
-                "val_bpb": fmt_num(r.get("val_bpb"), 4),
+                "train_loss": fmt_num(r.get("train_loss"), 4),
+                "gap": "—" if gap is None else f"{gap:+.3g}",
+                "metrics": [c["fmt"](r.get(c["key"])) for c in task["columns"]],
                 "flops": fmt_flops(r.get("flops")),
                 "flops_6nd": fmt_flops(r.get("flops_6nd")),
                 "train_seconds": fmt_seconds(r.get("train_seconds")),
-                "tokens_per_s": fmt_rate(r.get("tokens_per_s")),
+                "units_per_s": fmt_rate(rate),
                 "mfu": fmt_pct(r.get("mfu")),
                 "peak_mem": fmt_bytes(r.get("peak_mem_bytes")),
                 "checkpoint": fmt_bytes(r.get("checkpoint_bytes")),
@@ -195,18 +275,47 @@ def _markup(svg: str | None) -> Markup | None:
     return None if svg is None else Markup(svg)
 
 
-def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]) -> list[dict]:
+def _largest_done_x(rungs: Sequence[Mapping[str, Any]], x: str) -> float | None:
+    xs = [finite(r.get(x)) for r in rungs if r.get("status", "done") == "done"]
+    xs = [v for v in xs if v is not None]
+    return max(xs) if xs else None
+
+
+def _holdout_view(ho: Holdout, rungs: Sequence[Mapping[str, Any]], x: str) -> dict | None:
+    """The holdout as the report states it: the largest rung's prediction (several runs of
+    that size averaged), its interval and relative error, and what the law was fitted to."""
+    top = ho.largest()
+    if top is None:
+        return None
+    hx = top.get("x")
+    hx = hx[0] if isinstance(hx, list | tuple) and hx else hx
+    if finite(hx) is None:  # old records without x: the largest finished rung
+        hx = _largest_done_x(rungs, x)
+    lo, hi = finite(top.get("lo")), finite(top.get("hi"))
+    return {
+        "rule": ho.rule,
+        "n_fit": ho.n_fit,
+        "x": fmt_count(hx),
+        "predicted": fmt_num(top.get("predicted")),
+        "measured": fmt_num(top.get("measured")),
+        "rel_error": fmt_signed_pct(top.get("rel_error")),
+        "interval": f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None and hi is not None
+        else None,
+    }
+
+
+def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
+               task: Mapping[str, Any]) -> list[dict]:
     views = []
-    for i, fit in enumerate(summary.get("fits") or []):
-        if not isinstance(fit, Mapping):
+    for i, stored in enumerate(summary.get("fits") or []):
+        if not isinstance(stored, Mapping):
             continue
-        law = str(fit.get("law", "power"))
-        x = str(fit.get("x") or "n_nonembed")
-        intervals = fit.get("intervals") or {}
-        on_bound = [str(p) for p in (fit.get("on_bound") or [])]
+        fit = FitRecord.from_dict(dict(stored))
+        x = fit.x if isinstance(fit.x, str) else str(fit.x[0])
+        on_bound = list(fit.on_bound)
         params = []
-        for name, value in (fit.get("params") or {}).items():
-            iv = intervals.get(name)
+        for name, value in fit.params.items():
+            iv = fit.intervals.get(name)
             iv_s = None
             if isinstance(iv, Sequence) and not isinstance(iv, str) and len(iv) == 2:
                 iv_s = f"[{fmt_num(iv[0])}, {fmt_num(iv[1])}]"
@@ -218,60 +327,81 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]) -
                     "on_bound": str(name) in on_bound,
                 }
             )
-        ho = fit.get("holdout")
-        holdout = None
-        if isinstance(ho, Mapping):
-            hx = ho.get("x", ho.get(x))
-            if hx is None:
-                xs = [finite(r.get(x)) for r in rungs if r.get("status", "done") == "done"]
-                xs = [v for v in xs if v is not None]
-                hx = max(xs) if xs else None
-            interval = ho.get("interval")
-            if not (isinstance(interval, Sequence) and len(interval) == 2):
-                interval = (ho.get("lo"), ho.get("hi"))
-            holdout = {
-                "x": fmt_count(hx),
-                "predicted": fmt_num(ho.get("predicted")),
-                "measured": fmt_num(ho.get("measured")),
-                "rel_error": fmt_signed_pct(ho.get("rel_error")),
-                "interval": (
-                    f"[{fmt_num(interval[0])}, {fmt_num(interval[1])}]"
-                    if finite(interval[0]) is not None and finite(interval[1]) is not None
-                    else None
-                ),
-            }
-        level = finite(fit.get("level", (fit.get("band") or {}).get("level")))
+        holdout = None if fit.holdout is None else _holdout_view(fit.holdout, rungs, x)
+        level = finite(stored.get("level", (stored.get("band") or {}).get("level")))
+        html_symbol, tex_symbol = _SYMBOLS.get(fit.y, ("y", "y"))
+        record = fit.to_dict()
         views.append(
             {
                 "index": i,
-                "law": law,
+                "law": fit.law,
                 "x": x,
                 "x_label": _x_label(x),
-                "y": str(fit.get("y") or "val_loss"),
-                "formula": _law_formula(law, x),
+                "y": fit.y,
+                "y_label": _quantity(fit.y, task),
+                "y_short": _short_quantity(fit.y),
+                "symbol": html_symbol,
+                "formula": _law_formula(fit.law, x, html_symbol),
                 "params": params,
+                "fitted": any(finite(v) is not None for v in fit.params.values()),
                 "on_bound": [_param_name(p) for p in on_bound],
                 "holdout": holdout,
                 "level": (f"{level:.0%}" if level <= 1 else f"{level:.0f}%") if level else None,
-                "svg": Markup(plots.loss_vs_n_svg(rungs, fit)),
-                "residuals_svg": _markup(plots.residuals_svg(rungs, fit)),
+                "svg": Markup(plots.loss_vs_n_svg(rungs, record, y_label=_quantity(fit.y, task),
+                                                  symbol=tex_symbol)),
+                "residuals_svg": _markup(plots.residuals_svg(rungs, record)),
             }
         )
     return views
 
 
-def _headline(rungs: Sequence[Mapping[str, Any]], fits: list[dict]) -> dict[str, Any]:
+def _largest_done(rungs: Sequence[Mapping[str, Any]]) -> Mapping[str, Any] | None:
+    done = [r for r in rungs if r.get("status") == "done"
+            and finite(r.get("n_nonembed", r.get("n_params"))) is not None]
+    return max(done, key=lambda r: finite(r.get("n_nonembed", r.get("n_params")))) \
+        if done else None
+
+
+def _headline(rungs: Sequence[Mapping[str, Any]], fits: list[dict],
+              task: Mapping[str, Any]) -> dict[str, Any]:
+    """The top of the report: rung counts, what was fitted, the exponent and holdout error of
+    every fit, and the quality the largest finished rung reached in the task's own metric."""
     counts: dict[str, int] = {}
     for r in rungs:
         s = str(r.get("status") or "unknown")
         counts[s] = counts.get(s, 0) + 1
-    out: dict[str, Any] = {"n_rungs": len(rungs), "counts": counts, "alpha": None, "holdout": None}
-    if fits:
-        f = fits[0]
+    cards = []
+    for f in fits:
         alpha = next((p for p in f["params"] if p["name"] == "α"), None)
-        out["alpha"] = alpha
-        out["holdout"] = f["holdout"]
-    return out
+        if alpha is not None and alpha["value"] != "—":
+            cards.append({"id": f"alpha-{f['index']}", "k": f"exponent α · {f['y_short']}",
+                          "v": alpha["value"], "sub": f"interval {alpha['interval']}"})
+        if f["holdout"]:
+            ho = f["holdout"]
+            cards.append({"id": f"holdout-{f['index']}",
+                          "k": f"holdout error, largest rung · {f['y_short']}",
+                          "v": ho["rel_error"],
+                          "sub": f"predicted {ho['predicted']} · measured {ho['measured']}"})
+    top = _largest_done(rungs)
+    if top is not None:
+        n = fmt_count(top.get("n_nonembed", top.get("n_params")))
+        if task["objective"] == "classification" and finite(top.get("val_error")) is not None:
+            sub = f"accuracy {fmt_pct(top.get('val_accuracy'))} · N = {n}"
+            cards.append({"id": "quality", "k": "error rate, largest rung",
+                          "v": fmt_pct(top.get("val_error")), "sub": sub})
+        elif task["objective"] == "regression" and finite(top.get("val_rmse")) is not None:
+            cards.append({"id": "quality", "k": "RMSE, largest rung",
+                          "v": fmt_num(top.get("val_rmse"), 4), "sub": f"N = {n}"})
+        elif "bpb" in task["metrics"] and finite(top.get("val_bpb")) is not None:
+            cards.append({"id": "quality", "k": "bits per byte, largest rung",
+                          "v": fmt_num(top.get("val_bpb"), 4), "sub": f"N = {n}"})
+    fitted = [
+        Markup("{q} against {x} (<span class=\"law\">{f}</span>)").format(
+            q=f["y_label"], x=f["x_label"], f=f["formula"]) if f["fitted"]
+        else Markup("{q}: too few finished rungs to fit a law yet").format(q=f["y_label"])
+        for f in fits
+    ]
+    return {"n_rungs": len(rungs), "counts": counts, "cards": cards, "fitted": fitted}
 
 
 def _machine_rows(study: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -327,6 +457,7 @@ def _env() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
+    env.filters["sentence"] = lambda text: str(text)[:1].upper() + str(text)[1:]
     return env
 
 
@@ -343,10 +474,12 @@ def build_report_html(
     )
     curves_n = _normalise_curves(curves)
     batches = latency_batches(rungs)
-    fits = _fit_views(summary, rungs)
-    fit_xs = {f["x"] for f in fits}
+    task = _task_view(study)
+    fits = _fit_views(summary, rungs, task)
     # Always show loss vs N, with the measured points alone if nothing is fitted yet.
-    bare_loss_svg = None if fits else Markup(plots.loss_vs_n_svg(rungs, None))
+    bare_loss_svg = None if fits else Markup(
+        plots.loss_vs_n_svg(rungs, None, y_label=_quantity("val_loss", task)))
+    gap_svg = plots.gap_svg(rungs, loss_unit=task["loss_unit"])
     diverged = [r for r in rungs if r.get("status") == "diverged"]
     ctx = {
         "study": study,
@@ -354,12 +487,14 @@ def build_report_html(
         "machine": _machine_rows(study),
         "corpus": _corpus_rows(study.get("corpus")),
         "spec_text": _spec_text(study.get("spec")),
-        "rows": _rung_rows(rungs, batches),
+        "task": task,
+        "rows": _rung_rows(rungs, batches, task),
         "batches": batches,
         "fits": fits,
-        "fit_xs": sorted(fit_xs),
         "bare_loss_svg": bare_loss_svg,
-        "headline": _headline(rungs, fits),
+        "gap_svg": _markup(gap_svg),
+        "n_gap": len(plots.gap_points(rungs)),
+        "headline": _headline(rungs, fits, task),
         "diverged": [
             {
                 "rung": r.get("rung"),
@@ -369,8 +504,9 @@ def build_report_html(
             }
             for r in diverged
         ],
-        "curves_svg": Markup(plots.loss_curves_svg(curves_n, rungs)),
-        "cost_svg": Markup(plots.cost_svg(rungs)),
+        "curves_svg": Markup(plots.loss_curves_svg(curves_n, rungs, unit=task["unit"],
+                                                   loss_unit=task["loss_unit"])),
+        "cost_svg": Markup(plots.cost_svg(rungs, unit=task["unit"])),
         "extra_sections": [(str(t), Markup(h)) for t, h in (extra_sections or [])],
     }
     return _env().get_template("report.html.j2").render(**ctx)

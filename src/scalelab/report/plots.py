@@ -27,12 +27,14 @@ from matplotlib.figure import Figure
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law
 from scalelab.laws.plots import draw_residuals
+from scalelab.records import Holdout
 from scalelab.values import finite
 
 __all__ = [
     "cost_svg",
     "eval_law",
     "fmt_count",
+    "gap_svg",
     "latency_median",
     "loss_curves_svg",
     "loss_vs_n_svg",
@@ -271,15 +273,20 @@ def loss_vs_n_svg(
     *,
     x_key: str = "n_nonembed",
     y_key: str = "val_loss",
+    y_label: str | None = None,
+    symbol: str = "L",
 ) -> str:
-    """Measured loss of each finished rung against N, log-log, with the fitted law.
+    """Measured quality of each finished rung against N, log-log, with the fitted law.
 
-    ``fit`` (a ``summary["fits"]`` entry) adds the law's line (from ``fit["band"]["point"]`` when
-    a band is given, else evaluated from ``fit["params"]``), its uncertainty band
-    (``band["lo"]``/``band["hi"]``), and the holdout prediction of the largest rung: a marker at
-    ``holdout["predicted"]`` with an error bar from ``holdout["interval"]`` (or ``"lo"``/``"hi"``)
-    when given, joined to the measured point, its relative error in the legend. The holdout's x is
-    ``holdout["x"]`` (or ``holdout[x_key]``) if given, else the largest finished rung.
+    ``fit`` (a ``summary["fits"]`` entry, a ``FitRecord`` as a dict) sets the axes (its ``x`` and
+    ``y``: the loss, or a classifier's error rate) and adds the law's line (from
+    ``fit["band"]["point"]`` when a band is given, else evaluated from ``fit["params"]``), its
+    uncertainty band (``band["lo"]``/``band["hi"]``), and the holdout prediction of the largest
+    rung (``Holdout.largest()`` of ``fit["holdout"]``, any stored shape): a marker at the
+    prediction with an error bar from its interval when given, joined to the measured point, its
+    relative error in the legend. A holdout point without x (old records) sits at the largest
+    finished rung. ``y_label`` names the y axis (default: a name for ``y``), ``symbol`` the
+    quantity in the law's legend entry.
     """
     if fit is not None:
         x_key = str(fit.get("x") or x_key)
@@ -321,7 +328,7 @@ def loss_vs_n_svg(
                     )
                 point = _floats(band.get("point"))
                 if point.size == bx.size:
-                    ax.plot(bx, point, color=FIT, lw=1.6, label=_law_label(law))
+                    ax.plot(bx, point, color=FIT, lw=1.6, label=_law_label(law, symbol))
                     drawn = True
             if not drawn:
                 lo_x = xs.min() / 1.6
@@ -329,7 +336,7 @@ def loss_vs_n_svg(
                 gx = np.geomspace(lo_x, hi_x, 200)
                 gy = eval_law(law, fit.get("params") or {}, gx)
                 if gy is not None:
-                    ax.plot(gx, gy, color=FIT, lw=1.6, label=_law_label(law))
+                    ax.plot(gx, gy, color=FIT, lw=1.6, label=_law_label(law, symbol))
 
         ax.plot(xs, ys, "o", color=MEASURED, ms=6, zorder=5, label="measured (finished rungs)")
         for x, y in bad:
@@ -340,13 +347,14 @@ def loss_vs_n_svg(
             ax.plot([], [], ls=":", color=DIVERGED, label="diverged rung (no loss)")
 
         ho = (fit or {}).get("holdout")
-        if isinstance(ho, Mapping) and finite(ho.get("predicted")) is not None:
-            _draw_holdout(ax, ho, xs, ys, x_key)
+        top = Holdout.from_dict(dict(ho)).largest() if isinstance(ho, Mapping) else None
+        if top is not None and finite(top.get("predicted")) is not None:
+            _draw_holdout(ax, top, xs, ys)
 
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(_axis_name(x_key))
-        ax.set_ylabel(_axis_name(y_key))
+        ax.set_ylabel(y_label or _axis_name(y_key))
         ax.grid(True, which="major")
         ax.grid(True, which="minor", alpha=0.4)
         _nice_log_axes(ax)
@@ -361,9 +369,9 @@ def _band_label(level: Any) -> str:
     return f"{f:.0%} band" if f <= 1 else f"{f:.0f}% band"
 
 
-def _law_label(law: str) -> str:
+def _law_label(law: str, symbol: str = "L") -> str:
     if law in ("power", "power_e", "saturating_power"):
-        return r"fit: $L = E + A\,N^{-\alpha}$"
+        return rf"fit: ${symbol} = E + A\,N^{{-\alpha}}$"
     return f"fit: {law}"
 
 
@@ -371,30 +379,27 @@ def _axis_name(key: str) -> str:
     return {
         "n_nonembed": "N, non-embedding parameters",
         "n_params": "N, all parameters",
-        "val_loss": "validation loss (nats/token)",
+        "val_loss": "validation loss",
+        "val_error": "validation error rate",
         "val_bpb": "validation bits per byte",
+        "val_rmse": "validation RMSE",
         "flops": "training compute C (FLOPs)",
         "tokens": "training tokens D",
     }.get(key, key)
 
 
-def _draw_holdout(
-    ax: Any, ho: Mapping[str, Any], xs: np.ndarray, ys: np.ndarray, x_key: str
-) -> None:
-    pred = finite(ho.get("predicted"))
-    meas = finite(ho.get("measured"))
-    hx = finite(ho.get("x", ho.get(x_key)))
+def _draw_holdout(ax: Any, top: Mapping[str, Any], xs: np.ndarray, ys: np.ndarray) -> None:
+    """The holdout's prediction of the largest rung (``Holdout.largest()``)."""
+    pred = finite(top.get("predicted"))
+    meas = finite(top.get("measured"))
+    x = top.get("x")
+    hx = finite(x[0] if isinstance(x, list | tuple) and x else x)
     if hx is None:
         hx = float(xs.max())
     if meas is None:
         meas = float(ys[int(np.argmax(xs))]) if hx == float(xs.max()) else None
-    interval = ho.get("interval")
-    lo = hi = None
-    if isinstance(interval, Sequence) and len(interval) == 2:
-        lo, hi = finite(interval[0]), finite(interval[1])
-    else:
-        lo, hi = finite(ho.get("lo")), finite(ho.get("hi"))
-    rel = finite(ho.get("rel_error"))
+    lo, hi = finite(top.get("lo")), finite(top.get("hi"))
+    rel = finite(top.get("rel_error"))
     if rel is None and meas:
         rel = (pred - meas) / meas
     label = "holdout prediction of the largest rung"
@@ -438,8 +443,14 @@ def _curve_series(points: Sequence[Mapping[str, Any]], key: str) -> tuple[np.nda
 def loss_curves_svg(
     curves: Mapping[int, Sequence[Mapping[str, Any]]],
     rungs: Sequence[Mapping[str, Any]] = (),
+    *,
+    unit: str = "token",
+    loss_unit: str = "nats/token",
 ) -> str:
-    """Train (left) and validation (right) loss of every rung against tokens seen, log x.
+    """Train (left) and validation (right) loss of every rung against D seen, log x.
+
+    ``unit`` is what D counts (byte, token, example: the points' ``tokens``), ``loss_unit`` what
+    the loss is in (nats/byte, nats/example, ...).
 
     One colour per rung (same colours in both panels); a diverged rung's curve ends in an ``x``.
     The y range is capped near the initial loss so a blow-up does not flatten the other curves.
@@ -495,10 +506,10 @@ def loss_curves_svg(
                 ax_t.set_ylim(bottom, top)
         for ax in (ax_t, ax_v):
             ax.set_xscale("log")
-            ax.set_xlabel("tokens seen")
+            ax.set_xlabel(f"{unit}s seen")
             ax.grid(True, which="major")
             _nice_log_axes(ax, y=False)
-        ax_t.set_ylabel("loss (nats/token)")
+        ax_t.set_ylabel(f"loss ({loss_unit})")
         ax_v.legend(loc="upper right", frameon=False)
         fig.tight_layout(pad=0.6)
         return to_inline_svg(fig)
@@ -507,9 +518,11 @@ def loss_curves_svg(
 # --------------------------------------------------------------------------- costs
 
 
-def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> str:
+def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params",
+             unit: str = "token") -> str:
     """Small multiples of cost against N (log-log): training FLOPs (measured and 6·N·D), training
-    time, latency per batch size (median, bar = IQR), checkpoint size, peak memory, throughput.
+    time, latency per batch size (median, bar = IQR), checkpoint size, peak memory, throughput
+    in units of D per second (``units_per_s``, or ``tokens_per_s`` of older studies).
     Finished rungs only."""
     done = [r for r in rungs if r.get("status", "done") == "done" and finite(r.get(x_key))]
     done.sort(key=lambda r: float(r[x_key]))
@@ -531,6 +544,10 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> 
             None,
         )
 
+    def throughput(r: Mapping[str, Any]) -> tuple[float | None, None]:
+        v = finite(r.get("units_per_s"))
+        return (finite(r.get("tokens_per_s")) if v is None else v), None
+
     palette = ["#1f3b73", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
     panels: list[tuple[str, str, list[tuple[str, Any, str]]]] = [
         (
@@ -546,7 +563,7 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> 
         ),
         ("checkpoint size", "MB on disk", [("weights file", key("checkpoint_bytes", 1e-6), "o-")]),
         ("peak memory", "MB", [("training", key("peak_mem_bytes", 1e-6), "o-")]),
-        ("throughput", "tokens/s", [("training", key("tokens_per_s"), "o-")]),
+        ("throughput", f"{unit}s/s", [("training", throughput, "o-")]),
     ]
 
     with matplotlib.rc_context(_RC):
@@ -581,5 +598,62 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params") -> 
                 ax.legend(frameon=False, loc="upper left")
         for ax in axes[3:]:
             ax.set_xlabel(_axis_name(x_key))
+        fig.tight_layout(pad=0.6)
+        return to_inline_svg(fig)
+
+
+# --------------------------------------------------------------------------- generalisation gap
+
+TRAIN = "#1b9e77"
+GAP = "#7570b3"
+
+
+def gap_points(rungs: Sequence[Mapping[str, Any]],
+               x_key: str = "n_nonembed") -> list[tuple[float, float, float]]:
+    """(N, train_loss, val_loss) of the finished rungs that measured both, sorted by N."""
+    out = []
+    for r in rungs:
+        if r.get("status", "done") != "done":
+            continue
+        x, t, v = finite(r.get(x_key)), finite(r.get("train_loss")), finite(r.get("val_loss"))
+        if x is not None and x > 0 and t is not None and v is not None:
+            out.append((x, t, v))
+    return sorted(out)
+
+
+def gap_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_nonembed",
+            loss_unit: str = "nats/token") -> str | None:
+    """How generalisation changes with size: the loss on fixed training windows and on the
+    validation split against N (left, log-log), and the gap val - train (right, log x).
+
+    Rungs without a training loss (older studies, unfinished rungs) are left out; None when no
+    rung has both."""
+    pts = gap_points(rungs, x_key)
+    if not pts:
+        return None
+    xs = np.array([p[0] for p in pts])
+    train = np.array([p[1] for p in pts])
+    val = np.array([p[2] for p in pts])
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(12.0, 4.2))
+        ax_l, ax_g = fig.subplots(1, 2)
+        ax_l.set_title("training and validation loss")
+        ax_l.plot(xs, train, "s--", color=TRAIN, ms=5, lw=1.2, label="training split")
+        ax_l.plot(xs, val, "o-", color=MEASURED, ms=5, lw=1.2, label="validation split")
+        ax_l.set_xscale("log")
+        if (train > 0).all() and (val > 0).all():
+            ax_l.set_yscale("log")
+        ax_l.set_ylabel(f"loss ({loss_unit})")
+        ax_l.legend(frameon=False, loc="best")
+        ax_g.set_title("generalisation gap")
+        ax_g.axhline(0.0, color="#888888", lw=0.9)
+        ax_g.plot(xs, val - train, "o-", color=GAP, ms=5, lw=1.2, label="val − train")
+        ax_g.set_xscale("log")
+        ax_g.set_ylabel(f"val − train ({loss_unit})")
+        ax_g.legend(frameon=False, loc="best")
+        for ax in (ax_l, ax_g):
+            ax.set_xlabel(_axis_name(x_key))
+            ax.grid(True, which="major")
+            _nice_log_axes(ax)
         fig.tight_layout(pad=0.6)
         return to_inline_svg(fig)

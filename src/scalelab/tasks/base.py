@@ -14,7 +14,10 @@ A task is what a study measures quality on. It owns
 - `unit`: what D counts (byte, token or example), and `units_per_batch(batch_size)`;
 - `io`: what a model of this task consumes and produces (`TaskIO`), from which a family builds
   its shapes;
-- `fingerprint()`: a description and hash of the data, recorded with the study.
+- `fingerprint()`: a description and hash of the data, recorded with the study;
+- optionally `n_folds` and `fold(k)`: k-fold cross-validation for small data; the ladder then
+  trains one rung per size and fold (the fold is the rung's `repeat`), and the report shows the
+  mean and spread per size.
 
 `BaseTask` implements `evaluate`, `loss` and `units_per_batch` from `objective` and `io`; a task
 subclasses it and provides the data. A user's own task can do the same and be handed to
@@ -106,6 +109,11 @@ class BaseTask:
     io: TaskIO
     bytes_per_token: float = 1.0  # lm: bytes of text per token (1 for byte-level)
     target_scale: float = 1.0  # regression: standard deviation of the raw target
+    n_folds: int = 1  # k-fold cross-validation: the driver trains one model per fold
+
+    def fold(self, k: int) -> BaseTask:
+        """The task whose validation split is fold k (tasks without folds: itself)."""
+        return self
 
     @property
     def metrics(self) -> tuple[str, ...]:

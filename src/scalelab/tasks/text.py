@@ -65,9 +65,17 @@ def _is_hidden(rel: Path) -> bool:
     return any(part.startswith(".") for part in rel.parts)
 
 
+def expand(path: str) -> str:
+    """`~` and `{stdlib}` (this Python's standard-library folder) expanded: a spec can name text
+    that ships with every Python, such as `{stdlib}/idlelib/*.txt`, on any machine."""
+    import sysconfig
+
+    return os.path.expanduser(path.replace("{stdlib}", sysconfig.get_paths()["stdlib"]))
+
+
 def find_files(path: str, extensions: list[str] | None = None) -> tuple[Path, list[Path]]:
     """(root, sorted relative paths) of the files `path` names: a file, a folder or a glob."""
-    p = Path(os.path.expanduser(path))
+    p = Path(expand(path))
     if p.is_file():
         return p.parent, [Path(p.name)]
     if p.is_dir():

@@ -98,7 +98,7 @@ def train_rung(
     gen = torch.Generator().manual_seed(plan.seed)
     tokens_per_step = plan.units_per_step
 
-    step, elapsed, curve, best_val = 0, 0.0, [], math.inf
+    step, elapsed, curve, best_train = 0, 0.0, [], math.inf
     window = [0.0, 0]  # sum and count of training losses since the last curve point
     last = latest_checkpoint(ckpt_dir)
     if last is not None:
@@ -108,7 +108,7 @@ def train_rung(
         torch.set_rng_state(state["torch_rng"])
         step, elapsed = state["step"], state["elapsed"]
         curve = [CurvePoint(**p) for p in state["curve"]]
-        best_val = state["best_val"]
+        best_train = state.get("best_train", state.get("best_val"))
         window = state["window"]
 
     def outcome(status: str, reason: str | None = None) -> TrainOutcome:
@@ -142,19 +142,23 @@ def train_rung(
 
         if step % t.eval_every == 0 or step == plan.steps:
             val = task.evaluate(model, device, t.eval_tokens)["loss"]
-            curve.append(CurvePoint(step, step * tokens_per_step, window[0] / window[1], val, lr))
+            mean_train = window[0] / window[1]
+            curve.append(CurvePoint(step, step * tokens_per_step, mean_train, val, lr))
             window = [0.0, 0]
-            if not math.isfinite(val) or val > t.diverge_factor * best_val:
+            # Divergence is judged on the mean TRAINING loss of the interval: a validation loss
+            # that rises is over-fitting (small data sets do it within a few epochs), which is a
+            # result to record, not a failed run.
+            if not math.isfinite(val) or mean_train > t.diverge_factor * best_train:
                 elapsed = time.perf_counter() - t0
-                return outcome("diverged", f"validation loss {val:.4g} exceeds "
-                               f"{t.diverge_factor:g}x the best so far ({best_val:.4g})")
-            best_val = min(best_val, val)
+                return outcome("diverged", f"training loss {mean_train:.4g} exceeds "
+                               f"{t.diverge_factor:g}x the best so far ({best_train:.4g})")
+            best_train = min(best_train, mean_train)
         if step % t.checkpoint_every == 0 and step < plan.steps:
             elapsed = time.perf_counter() - t0
             save_checkpoint(ckpt_dir, step, model, {
                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
-                "curve": [p.__dict__ for p in curve], "best_val": best_val,
+                "curve": [p.__dict__ for p in curve], "best_train": best_train,
                 "window": window,
             })
             if on_checkpoint is not None:

@@ -6,7 +6,6 @@ variants are measured by the same code.
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import resource
