@@ -13,7 +13,7 @@ from scalelab.compress.layers import untied_linears
 from scalelab.compress.methods import KINDS, Method, parse_methods, parse_rung
 from scalelab.compress.prune import gpt_importance, prune_gpt, prune_structured
 from scalelab.errors import UserError
-from scalelab.models import gpt
+from scalelab.models import count_params, gpt
 from scalelab.models.base import get_family
 
 
@@ -217,7 +217,7 @@ def test_lowrank_is_exact_on_low_rank_weights_and_saves_parameters():
     assert all(name.startswith("blocks.") for name in ranks)  # never the tied head
     x = _x()
     torch.testing.assert_close(small(x), model(x), atol=1e-4, rtol=1e-4)
-    assert gpt.count_params(small)[1] < gpt.count_params(model)[1]
+    assert count_params(small)[1] < count_params(model)[1]
     rebuilt = lowrank.restructure(_model(seed=3), ranks)
     rebuilt.load_state_dict(small.state_dict())
     torch.testing.assert_close(rebuilt(x), small(x))

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from scalelab.ladder import plan_ladder
-from scalelab.models import gpt
+from scalelab.models import count_params, gpt
 from scalelab.spec import parse_spec
 from scalelab.study import resolve
 from tests.compress.spec_helpers import compress_spec
@@ -33,7 +33,7 @@ def test_shared_ladder_plans_fewer_unique_parameters_per_depth():
     for p in plans:
         model = res.family.build(p.shape)
         assert len(model.blocks) == 1 and len(model.layers()) == p.shape["n_layer"]
-        assert gpt.count_params(model)[1] == p.n_nonembed == gpt.nonembed_for(
+        assert count_params(model)[1] == p.n_nonembed == gpt.nonembed_for(
             p.shape["n_layer"], p.shape["d_model"], share_layers=True)
 
 

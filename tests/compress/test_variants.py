@@ -7,7 +7,7 @@ import torch
 
 from scalelab.compress import load_rung_model, load_variant
 from scalelab.compress.layers import untied_linears
-from scalelab.models import gpt
+from scalelab.models import count_params, gpt
 from scalelab.spec import parse_spec
 from scalelab.store import StudyStore
 from scalelab.study import resolve
@@ -87,7 +87,7 @@ def test_structured_pruning_really_shrinks_the_model(summary, variants, study):
     res, _, rungs, stored = _resolved(study)
     model = load_variant(study, stored["r1-prune0.5"], rungs, res.family)
     assert type(model) is gpt.GPT
-    assert gpt.count_params(model)[0] == variants["r1-prune0.5"]["n_params"]
+    assert count_params(model)[0] == variants["r1-prune0.5"]["n_params"]
     assert model(torch.zeros(2, 32, dtype=torch.long)).shape == (2, 32, 256)
     parts = [c["part"] for c in variants["r1-prune0.5"]["extra"]["structure"]]
     assert parts == ["attention heads per layer", "MLP channels per layer"]

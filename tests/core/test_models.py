@@ -3,14 +3,14 @@ import math
 import pytest
 import torch
 
-from scalelab.models import gpt
+from scalelab.models import count_params, gpt
 
 
 @pytest.mark.parametrize("n_layer,d_model,share", [(1, 16, False), (3, 48, False), (4, 32, True)])
 def test_exact_counts_match_the_built_model(n_layer, d_model, share):
     cfg = gpt.GPTConfig(n_layer, d_model, d_model // 16, block_size=32, share_layers=share)
     model = gpt.build(cfg)
-    n_params, n_nonembed = gpt.count_params(model)
+    n_params, n_nonembed = count_params(model)
     assert n_nonembed == gpt.nonembed_for(n_layer, d_model, share)
     embed = cfg.vocab_size * d_model + cfg.block_size * d_model
     assert n_params == n_nonembed + embed
@@ -25,7 +25,7 @@ def test_shared_layers_store_one_block_but_compute_all_layers():
     shared = gpt.build(gpt.GPTConfig(4, 32, 2, share_layers=True))
     plain = gpt.build(gpt.GPTConfig(4, 32, 2))
     assert len(shared.blocks) == 1 and len(shared.layers()) == 4
-    assert gpt.count_params(shared)[1] < gpt.count_params(plain)[1] / 3
+    assert count_params(shared)[1] < count_params(plain)[1] / 3
 
 
 def test_forward_is_causal():

@@ -53,6 +53,16 @@ class Family(Protocol):
     def describe(self, shape: dict) -> str: ...
 
 
+class FamilyBase:
+    """What most families share: no context length, and parameters counted by `count_params`.
+    A family subclasses it and adds its rule (`shape_for`), `build` and `describe`."""
+
+    context: int | None = None
+
+    def count_params(self, model: nn.Module) -> tuple[int, int]:
+        return count_params(model)
+
+
 def count_params(model: nn.Module) -> tuple[int, int]:
     """(n_params, n_nonembed): unique parameters (tied ones once); non-embedding leaves out the
     weights of every nn.Embedding."""

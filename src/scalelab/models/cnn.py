@@ -29,7 +29,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.nn import functional as F
 
-from scalelab.models.base import closest_knob, count_params
+from scalelab.models.base import FamilyBase, closest_knob
 from scalelab.models.mlp import check_reached
 from scalelab.tasks.base import TaskIO
 
@@ -88,12 +88,11 @@ def describe(shape: dict) -> str:
     return "-".join(str(c) for c in channels)
 
 
-class CNNFamily:
+class CNNFamily(FamilyBase):
     """Family `cnn`; see the module docstring for the model and the sizing rule."""
 
     name = "cnn"
     accepts: tuple[str, ...] = ("image",)
-    context: int | None = None
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -128,8 +127,6 @@ class CNNFamily:
     def build(self, shape: dict) -> nn.Module:
         return build(shape)
 
-    def count_params(self, model: nn.Module) -> tuple[int, int]:
-        return count_params(model)
 
     def describe(self, shape: dict) -> str:
         return describe(shape)

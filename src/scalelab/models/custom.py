@@ -37,7 +37,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from scalelab.errors import UserError
-from scalelab.models.base import closest_knob, count_params
+from scalelab.models.base import FamilyBase, closest_knob, count_params
 from scalelab.models.mlp import check_reached
 from scalelab.spec import parse_options
 from scalelab.tasks.base import KINDS, TaskIO
@@ -81,12 +81,11 @@ def _short_repr(obj: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-class CustomFamily:
+class CustomFamily(FamilyBase):
     """Family `custom`; see the module docstring."""
 
     name = "custom"
     accepts: tuple[str, ...] = KINDS
-    context: int | None = None
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -180,8 +179,6 @@ class CustomFamily:
         fn = self._fn if name == self.factory else resolve_factory(name)
         return self._make(fn, int(shape["knob"]), name)
 
-    def count_params(self, model: nn.Module) -> tuple[int, int]:
-        return count_params(model)
 
     def describe(self, shape: dict) -> str:
         """"make(64)": the factory's function name and the knob."""

@@ -27,7 +27,7 @@ import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 from torch.nn import functional as F
 
-from scalelab.models.base import count_params
+from scalelab.models.base import FamilyBase
 from scalelab.tasks.base import TaskIO
 
 HEAD_DIM = 16  # fixed per-head width: n_head = d_model / HEAD_DIM
@@ -208,7 +208,7 @@ class GPTOptions(BaseModel):
     share_layers: bool = False
 
 
-class GPTFamily:
+class GPTFamily(FamilyBase):
     """Family `gpt` on the Family protocol: sequences only; the shape is `GPTConfig.to_dict()`."""
 
     name = "gpt"
@@ -226,8 +226,6 @@ class GPTFamily:
     def build(self, shape: dict) -> GPT:
         return GPT(GPTConfig.from_dict(shape))
 
-    def count_params(self, model: nn.Module) -> tuple[int, int]:
-        return count_params(model)
 
     def describe(self, shape: dict) -> str:
         return f"{shape['n_layer']}x{shape['d_model']}"

@@ -30,7 +30,7 @@ import torch
 import torch.nn as nn
 from pydantic import BaseModel, ConfigDict, Field
 
-from scalelab.models.base import closest_knob, count_params
+from scalelab.models.base import FamilyBase, closest_knob
 from scalelab.tasks.base import TaskIO
 
 # A target the family cannot reach by more than this factor is an error, not a silent clamp.
@@ -90,12 +90,11 @@ def check_reached(target_n: float, n: int, what: str) -> None:
                          f"({n} parameters)")
 
 
-class MLPFamily:
+class MLPFamily(FamilyBase):
     """Family `mlp`; see the module docstring for the model and the sizing rule."""
 
     name = "mlp"
     accepts: tuple[str, ...] = ("vector", "image")
-    context: int | None = None
 
     class Options(BaseModel):
         model_config = ConfigDict(extra="forbid")
@@ -124,8 +123,6 @@ class MLPFamily:
     def build(self, shape: dict) -> nn.Module:
         return build(shape)
 
-    def count_params(self, model: nn.Module) -> tuple[int, int]:
-        return count_params(model)
 
     def describe(self, shape: dict) -> str:
         return describe(shape)
