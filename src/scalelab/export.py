@@ -36,6 +36,9 @@ from scalelab.errors import UserError
 from scalelab.tasks.base import Task
 
 ONNX_TOLERANCE = 1e-3  # max abs logit difference an fp32 export must stay under
+# A LoRA or IA3 merged into its base weights must reproduce the adapter model's logits to within
+# this (fp32 rounding of W + s·BA against W·x + s·B(A·x): ~1e-7 relative on these models).
+MERGE_TOLERANCE = 1e-5
 EXPORT_BATCH = 2  # batch of the traced example: >= 2, so the exporters keep the batch symbolic
 
 
@@ -148,5 +151,5 @@ def max_abs_logit_diff(reference: nn.Module, candidate: nn.Module, task: Task,
     return worst
 
 
-__all__ = ["EXPORT_BATCH", "ONNX_TOLERANCE", "OrtModule", "export_onnx", "max_abs_logit_diff",
-           "ort_session", "quiet", "require_onnx"]
+__all__ = ["EXPORT_BATCH", "MERGE_TOLERANCE", "ONNX_TOLERANCE", "OrtModule", "export_onnx",
+           "max_abs_logit_diff", "ort_session", "quiet", "require_onnx"]

@@ -227,6 +227,15 @@ class FitRecord:
     at `level`; on_bound: parameters that ended on a bound of the fit; holdout: the law's own
     extrapolation check (None when the ladder is too short); band {x, point, lo, hi, level} over
     the ladder's range and bootstrap_params {name: [samples]} when bootstrapped, else None.
+
+    Added with the extrapolation profile (None or empty in records of older studies):
+    dof: distinct sizes less the law's parameters (seed repeats of a size are one size; -1 for
+    the two-size law, whose E is pinned at 0); flags: "zero_dof" when dof <= 0, an exact fit
+    through its points that is no result (the report says so and shows no exponent); noise:
+    the noise model, `scalelab.laws.noise` (the spread across seeds per size, or the
+    residuals'); profile: the extrapolation profile and its trust horizon,
+    `scalelab.laws.profile`; predictions: [{factor, x, predicted, lo, hi, level,
+    beyond_horizon, warning}] for models 10x and 100x the largest rung.
     """
 
     law: str
@@ -239,6 +248,11 @@ class FitRecord:
     holdout: Holdout | None = None
     band: dict[str, Any] | None = None
     bootstrap_params: dict[str, list[float]] | None = None
+    dof: int | None = None
+    flags: list[str] = field(default_factory=list)
+    noise: dict[str, Any] | None = None
+    profile: dict[str, Any] | None = None
+    predictions: list[dict[str, Any]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -257,4 +271,7 @@ class FitRecord:
                    intervals=dict(data.get("intervals") or {}), level=float(level),
                    on_bound=[str(p) for p in data.get("on_bound") or []],
                    holdout=Holdout.from_dict(ho) if isinstance(ho, dict) else None,
-                   band=band, bootstrap_params=data.get("bootstrap_params"))
+                   band=band, bootstrap_params=data.get("bootstrap_params"),
+                   dof=data.get("dof"), flags=[str(f) for f in data.get("flags") or []],
+                   noise=data.get("noise"), profile=data.get("profile"),
+                   predictions=data.get("predictions"))

@@ -18,6 +18,18 @@ name. The choice always lies on the frontier.
 When nothing meets the constraints, `closest` is the model with the smallest total normalised
 violation, sum over constraints of max(0, value / limit - 1) (so 10% over a latency budget weighs
 the same as 10% over a size budget); ties are broken by lower loss, then name.
+
+Fine-tuned models (`scalelab finetune`, summary.json's `finetunes`) are variants of a rung on
+ANOTHER task, so their losses are not comparable with the rungs' own: every model carries the
+`task` its loss is measured on, and one plane holds one task. `task=None` (the default) is the
+study's own task (rungs and compressed variants, as before); `task=NAME` (a second task's slug,
+e.g. `stdlib-test`) is the plane of that task: its fine-tuned models, kind "variant", method
+`finetune-<method>` (e.g. finetune-lora-r4), `bytes` = a whole model file of it (a LoRA merged
+into its rung, as `scalelab export --finetune NAME --merge` writes it; the adapter alone is
+`adapter_bytes`) and the latency of that shipped model; plus, for language models, every rung
+as it is (not fine-tuned, kind "rung"), scored by its zero-shot loss on that task, so "is
+fine-tuning worth it at this budget" is on the same plane. A classifier's rung without its new
+head cannot be scored on the new task and is left out.
 """
 
 from __future__ import annotations
@@ -33,18 +45,58 @@ METRICS = ("val_loss", "latency", "bytes")
 CONSTRAINT_LABEL = {"val_loss": "loss", "latency": "latency", "bytes": "bytes"}
 
 
-def models(summary: Mapping[str, Any]) -> list[dict]:
-    """Finished rungs and all variants of a summary, with `kind`, `name` and `bytes` set."""
+def finetune_tasks(summary: Mapping[str, Any]) -> list[str]:
+    """The second tasks the study has finished fine-tunes on (their slugs)."""
+    return sorted({str(f.get("task")) for f in summary.get("finetunes") or []
+                   if f.get("status") == "done"})
+
+
+def models(summary: Mapping[str, Any], task: str | None = None) -> list[dict]:
+    """The models on one task's plane, with `kind`, `name`, `bytes` and `task` set: finished
+    rungs and all variants of the study's own task (task None), or the fine-tuned models of a
+    second task and the rungs' zero-shot scores on it (see the module docstring)."""
+    if task is not None:
+        return _finetune_models(summary, task)
+    own = (summary.get("study") or {}).get("task")
     out = []
     for r in summary.get("rungs", []):
         if r.get("status") != "done":
             continue
         m = dict(r)
-        m.update(kind="rung", name=f"r{r['rung']}", bytes=r.get("checkpoint_bytes"))
+        m.update(kind="rung", name=f"r{r['rung']}", bytes=r.get("checkpoint_bytes"), task=own)
         out.append(m)
     for v in summary.get("variants", []):
         m = dict(v)
-        m["kind"] = "variant"
+        m.update(kind="variant", task=own)
+        out.append(m)
+    return out
+
+
+def _finetune_models(summary: Mapping[str, Any], task: str) -> list[dict]:
+    fts = [f for f in summary.get("finetunes") or []
+           if f.get("task") == task and f.get("status") == "done"]
+    if not fts:
+        known = ", ".join(finetune_tasks(summary)) or "none"
+        raise UserError(f"the study has no fine-tuned models on task {task!r} (fine-tuned "
+                        f"tasks: {known})")
+    rungs = {r["rung"]: r for r in summary.get("rungs", []) if r.get("status") == "done"}
+    out = []
+    zero_shot: dict[int, dict] = {}
+    for f in fts:
+        slug = (f.get("settings") or {}).get("slug") or f.get("method")
+        m = dict(f)
+        m.update(kind="variant", method=f"finetune-{slug}", bytes=f.get("full_bytes"),
+                 adapter_bytes=f.get("bytes"), task=task)
+        out.append(m)
+        if not (f.get("settings") or {}).get("new_head"):
+            zero_shot.setdefault(f["of_rung"], f)
+    for rung, f in sorted(zero_shot.items()):
+        r = rungs.get(rung)
+        if r is None:
+            continue
+        m = dict(r)
+        m.update(kind="rung", name=f"r{rung}", bytes=r.get("checkpoint_bytes"), task=task,
+                 val_loss=f.get("zero_shot_loss"), method="zero-shot")
         out.append(m)
     return out
 
@@ -92,8 +144,9 @@ def _fmt_value(key: str, v: float) -> str:
 
 def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
               max_bytes: float | None = None, max_loss: float | None = None,
-              batch: int | str = 1) -> dict:
-    """{"choice": model or None, "closest": model or None, "reason": str, ...}."""
+              batch: int | str = 1, task: str | None = None) -> dict:
+    """{"choice": model or None, "closest": model or None, "reason": str, "task": ..., ...};
+    `task` picks the plane (see the module docstring): None, the study's own task."""
     batch = str(batch)
     limits = {k: v for k, v in (("latency", max_latency_ms), ("bytes", max_bytes),
                                 ("val_loss", max_loss)) if v is not None}
@@ -101,7 +154,7 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
         if not (finite(value) is not None and value > 0):
             raise UserError(f"the {CONSTRAINT_LABEL[key]} limit must be a positive number, "
                             f"got {value}")
-    items = models(summary)
+    items = models(summary, task)
     if not items:
         raise UserError("the study has no trained rungs or variants to choose from")
     measured = sorted({b for m in items for b in (m.get("latency_ms") or {})}, key=int)
@@ -128,6 +181,7 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
                         "max_loss": max_loss},
         "frontier": [m["name"] for m in front], "considered": len(usable), "skipped": skipped,
         "feasible": sorted(m["name"] for m in feasible),
+        "task": task if task is not None else (summary.get("study") or {}).get("task"),
     }
     if feasible:
         best = min(feasible, key=lambda m: _order(m, batch))

@@ -48,15 +48,24 @@ class FamilySpec(_Named):
 
 class LadderSpec(_Strict):
     """Rung sizes in non-embedding parameters: explicit `sizes`, or `n_rungs` spaced geometrically
-    from `min_nonembed` to `max_nonembed`."""
+    from `min_nonembed` to `max_nonembed`.
+
+    `repeats`: train each size this many times, each from its own seed (the seed repeats give
+    the noise model of the fit); with `repeats_below`, only the sizes whose target N is below
+    that value repeat (small rungs are cheap), the others run once. Not with a k-fold task,
+    whose folds already are the repeats of each size."""
 
     sizes: list[float] | None = None
     n_rungs: int = Field(6, ge=1, le=64)
     min_nonembed: float = Field(1e4, gt=0)
     max_nonembed: float = Field(1e6, gt=0)
+    repeats: int = Field(1, ge=1, le=32)
+    repeats_below: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _check(self) -> LadderSpec:
+        if self.repeats_below is not None and self.repeats < 2:
+            raise ValueError("repeats_below needs repeats of 2 or more")
         if self.sizes is not None:
             if not self.sizes:
                 raise ValueError("sizes must not be empty")
@@ -109,8 +118,12 @@ class MeasureSpec(_Strict):
 
 
 class FitSpec(_Strict):
+    """The study's law: bootstrap resamples and seed, and the `tolerance` of its trust horizon
+    (the relative error the extrapolation profile must stay within; 0.02 is 2%)."""
+
     bootstrap: int = Field(1000, ge=0)
     seed: int = 0
+    tolerance: float = Field(0.02, gt=0, lt=1)
 
 
 class CompressSpec(_Strict):

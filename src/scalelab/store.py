@@ -406,6 +406,7 @@ class StudyStore:
                 if version < SCHEMA_VERSION:
                     _upgrade(conn, version, db, "the study was left unchanged")
                 _use_wal(conn)
+            _add_tables(conn)  # tables added within schema 2 (fine-tuning), on every writer open
         except BaseException as err:
             if conn is not None:
                 conn.close()
@@ -634,3 +635,122 @@ class StudyStore:
                 v["latency_ms" if key == "latency" else key] = json.loads(raw) if raw else None
             out.append(v)
         return out
+
+    # -- fine-tunes (tables added within schema 2: see FINETUNE_SCHEMA) -----------------------
+
+    def record_finetune(self, ft: dict) -> None:
+        """Insert or replace one fine-tune row (`scalelab.finetune.driver` builds the dict: the
+        FINETUNE_COLUMNS keys plus the FINETUNE_JSON ones, any missing key stored as NULL). The
+        row's `created` is kept across replacements."""
+        unknown = sorted(set(ft) - set(FINETUNE_COLUMNS) - set(FINETUNE_JSON))
+        if unknown:
+            raise ValueError(f"record_finetune: unknown fields {unknown}")
+        cols = list(FINETUNE_COLUMNS)
+        values = [ft.get(c) for c in cols]
+        for key, col in FINETUNE_JSON.items():
+            cols.append(col)
+            values.append(json.dumps(ft[key]) if ft.get(key) is not None else None)
+        now = time.time()
+        with self.conn:
+            old = self.conn.execute("SELECT created FROM finetunes WHERE name = ?",
+                                    (ft["name"],)).fetchone()
+            cols += ["created", "updated"]
+            values += [old[0] if old is not None else now, now]
+            marks = ", ".join("?" for _ in cols)
+            self.conn.execute(f"INSERT OR REPLACE INTO finetunes ({', '.join(cols)}) "
+                              f"VALUES ({marks})", values)
+
+    def finetunes(self, windows: bool = False) -> list[dict]:
+        """Every fine-tune row by rung, task and name, JSON columns decoded (`settings`,
+        `task_spec`, `metrics`, `latency_ms`, `curve`, `extra`; `window_losses` only when asked
+        for: the per-window validation losses behind the paired gap intervals). A study whose
+        database has no fine-tune table yet reads as none."""
+        if not _has_table(self.conn, "finetunes"):
+            return []
+        out = []
+        for row in self.conn.execute("SELECT * FROM finetunes ORDER BY of_rung, task, name"):
+            r = dict(row)
+            for key, col in FINETUNE_JSON.items():
+                raw = r.pop(col)
+                if key == "window_losses" and not windows:
+                    continue
+                r[key] = json.loads(raw) if raw else None
+            out.append(r)
+        return out
+
+    def delete_finetune(self, name: str) -> None:
+        with self.conn:
+            self.conn.execute("DELETE FROM finetunes WHERE name = ?", (name,))
+
+    def set_finetune_scaling(self, task: str, analysis: dict) -> None:
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO finetune_scaling (task, analysis_json, "
+                              "created) VALUES (?, ?, ?)",
+                              (task, json.dumps(analysis), time.time()))
+
+    def finetune_scaling(self) -> list[dict]:
+        """The stored scaling analysis of each second task (by task name)."""
+        if not _has_table(self.conn, "finetune_scaling"):
+            return []
+        return [json.loads(r[0]) for r in
+                self.conn.execute("SELECT analysis_json FROM finetune_scaling ORDER BY task")]
+
+
+# -- fine-tuning (added within schema version 2) --------------------------------------------------
+#
+# Schema 2 has not been released with these tables, so they do not bump the version: a writer
+# creates them (CREATE TABLE IF NOT EXISTS) every time it opens a study, new, current or just
+# upgraded from v1; a reader of a study that no writer has opened since simply sees no fine-tunes.
+#
+#   finetunes          one row per fine-tuned model (`scalelab finetune`): the rung it started
+#                      from, the second task, the method and its settings, the status (running
+#                      while it trains, then done or diverged) and every measurement; see
+#                      `scalelab.finetune.driver` for the fields.
+#   finetune_scaling   one row per second task: the laws per method, the gaps to full
+#                      fine-tuning with their intervals (`scalelab.finetune.scaling`).
+
+FINETUNE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS finetunes (
+    name TEXT PRIMARY KEY,
+    of_rung INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    method TEXT NOT NULL,
+    status TEXT NOT NULL,
+    settings_json TEXT,
+    task_json TEXT,
+    n_params INTEGER, n_nonembed INTEGER,
+    trainable_params INTEGER, trainable_fraction REAL,
+    D INTEGER, unit TEXT, steps INTEGER, lr REAL,
+    zero_shot_loss REAL, val_loss REAL, metrics_json TEXT,
+    train_seconds REAL, units_per_s REAL,
+    peak_mem_bytes INTEGER, train_state_bytes INTEGER,
+    bytes INTEGER, full_bytes INTEGER,
+    latency_json TEXT, curve_json TEXT, window_losses_json TEXT, extra_json TEXT,
+    created REAL NOT NULL, updated REAL
+);
+CREATE TABLE IF NOT EXISTS finetune_scaling (
+    task TEXT PRIMARY KEY,
+    analysis_json TEXT NOT NULL,
+    created REAL NOT NULL
+)
+"""
+_FINETUNE_STATEMENTS = tuple(s.strip() for s in FINETUNE_SCHEMA.split(";") if s.strip())
+FINETUNE_COLUMNS = (
+    "name", "of_rung", "task", "method", "status", "n_params", "n_nonembed", "trainable_params",
+    "trainable_fraction", "D", "unit", "steps", "lr", "zero_shot_loss", "val_loss",
+    "train_seconds", "units_per_s", "peak_mem_bytes", "train_state_bytes", "bytes", "full_bytes",
+)
+FINETUNE_JSON = {"settings": "settings_json", "task_spec": "task_json", "metrics": "metrics_json",
+                 "latency_ms": "latency_json", "curve": "curve_json",
+                 "window_losses": "window_losses_json", "extra": "extra_json"}
+
+
+def _add_tables(conn: sqlite3.Connection) -> None:
+    with conn:
+        for statement in _FINETUNE_STATEMENTS:
+            conn.execute(statement)
+
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+                        (name,)).fetchone() is not None

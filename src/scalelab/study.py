@@ -185,7 +185,9 @@ def finished(rungs: list[dict], key: str = "val_loss") -> list[dict]:
 def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
     """The power law L(N) = E + A·N^-alpha over finished rungs, with intervals and holdout; for
     classifiers the same law of the error rate too (rungs with zero error are left out: a power
-    law cannot reach it)."""
+    law cannot reach it). Each record also holds the noise model (from the seed repeats or
+    folds of each size), the extrapolation profile with its trust horizon at
+    `fit.tolerance`, and predictions 10x and 100x beyond the largest rung."""
     from scalelab.laws import fit_study_power
 
     rows = [_rung_summary(r) for r in rungs]
@@ -196,7 +198,7 @@ def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
             continue
         fits.append(fit_study_power([r["n_nonembed"] for r in done], [r[key] for r in done],
                                     bootstrap=spec.fit.bootstrap, seed=spec.fit.seed,
-                                    y_name=key))
+                                    y_name=key, tolerance=spec.fit.tolerance))
     return fits
 
 
@@ -249,6 +251,9 @@ def build_summary(store: StudyStore) -> dict:
         "rungs": [_rung_summary(r) for r in store.rungs()],
         "fits": store.fits(),
         "variants": [_variant_summary(v) for v in store.variants()],
+        # Fine-tunes on second tasks (`scalelab finetune`), and each second task's scaling.
+        "finetunes": [_variant_summary(f) for f in store.finetunes()],
+        "finetune_scaling": store.finetune_scaling(),
     }
 
 
@@ -271,10 +276,13 @@ def write_outputs(store: StudyStore) -> dict:
     _atomic_write(folder / "summary.json", json.dumps(summary, indent=2))
     write_runs_csv(summary, folder / "runs.csv")
     from scalelab.report.compression import compression_section
+    from scalelab.report.finetune import finetune_section
 
-    html = compression_section(summary)
+    sections = [(title, html) for title, html in
+                (("Compression", compression_section(summary)),
+                 ("Fine-tuning", finetune_section(summary))) if html is not None]
     render_report(summary, store.curves(), folder / "report.html",
-                  extra_sections=[("Compression", html)] if html is not None else None)
+                  extra_sections=sections or None)
     return summary
 
 

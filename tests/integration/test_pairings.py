@@ -24,8 +24,8 @@ SHRINK = {"measure": {"latency_repeats": 3, "threads": 1}, "fit": {"bootstrap": 
 CASES = {
     "text-folder": ([2.0e3, 6.0e3, 2.0e4, 5.0e4], 24_000, "lm"),
     "text-bpe": ([2.0e3, 6.0e3, 2.0e4, 5.0e4], 12_000, "lm"),
-    "tabular-classification": ([3.0e2, 1.0e3, 3.0e3, 1.0e4], 6_000, "classification"),
-    "tabular-regression": ([1.0e2, 3.0e2, 1.0e3, 3.0e3], 3_000, "regression"),
+    "tabular-classification": ([3.0e2, 1.0e3, 3.0e3, 1.0e4], 2_000, "classification"),
+    "tabular-regression": ([1.0e2, 3.0e2, 1.0e3, 3.0e3], 1_500, "regression"),
     "digits-mlp": ([1.0e3, 3.0e3, 1.0e4, 3.0e4], 8_000, "classification"),
     "digits-cnn": ([1.0e3, 3.0e3, 1.0e4, 3.0e4], 4_000, "classification"),
     "custom-factory": ([1.0e3, 3.0e3, 1.0e4, 3.0e4], 8_000, "classification"),

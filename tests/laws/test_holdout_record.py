@@ -82,7 +82,11 @@ def test_fit_record_reads_old_records_and_writes_every_key():
     assert rec.holdout.largest() == V1_POINT
     out = rec.to_dict()
     assert set(out) == {"law", "x", "y", "params", "intervals", "level", "on_bound", "holdout",
-                        "band", "bootstrap_params"}
+                        "band", "bootstrap_params", "dof", "flags", "noise", "profile",
+                        "predictions"}
+    # records from before the extrapolation profile read back without one
+    assert (rec.dof, rec.flags, rec.noise, rec.profile, rec.predictions) == (
+        None, [], None, None, None)
     assert set(out["holdout"]) == HOLDOUT_KEYS
     # the oldest records had no y, level or holdout
     bare = FitRecord.from_dict({"law": "power", "x": "n_nonembed",
@@ -97,15 +101,21 @@ def test_fit_lines_of_new_old_and_short_records():
     top = Holdout.from_dict(new["holdout"]).largest()
     err = fit_study_power(n, 0.5 * n**-0.2, bootstrap=0, y_name="val_error")
     short = fit_study_power(n[:1], loss[:1], bootstrap=0)
-    lines = fit_lines({"fits": [new, err, V1_FIT, short]})
+    exact = fit_study_power(n[:3], loss[:3], bootstrap=0)
+    lines = fit_lines({"fits": [new, err, V1_FIT, short, exact]})
     assert lines[1] == (f"holdout: largest rung predicted {top['predicted']:.4f}, measured "
                         f"{loss[-1]:.4f}, error {100 * top['rel_error']:+.2f}%")
-    assert lines[2].startswith("law power of val_error in n_nonembed: E=")
-    assert lines[4:] == [
+    # a noiseless law: every split of the profile predicts within 2% as far as it was checked
+    assert lines[2] == ("trust horizon: within 2% up to 6.3× beyond the fitted range; "
+                        "no evidence beyond")
+    assert lines[3].startswith("law power of val_error in n_nonembed: E=")
+    assert lines[6:] == [
         "law power of val_loss in n_nonembed: E=0.02809 [0.0026, 0.0281], A=2.619 [2.62, 3.06], "
         "alpha=0 [0, 0.0156]",
         "holdout: largest rung predicted 2.6793, measured 2.5961, error +3.20%",
         "law power of val_loss in n_nonembed: E=-, A=-, alpha=-",
+        "law power of val_loss in n_nonembed: exact fit, as many sizes as parameters "
+        "(zero degrees of freedom): not a result",
     ]
 
 

@@ -70,7 +70,9 @@ def test_fit_study_power_contract_on_a_six_rung_ladder():
     for name, (lo, hi) in fit["intervals"].items():
         assert lo <= fit["params"][name] <= hi, name
     assert set(fit) == {"law", "x", "y", "params", "intervals", "level", "on_bound", "holdout",
-                        "band", "bootstrap_params"}
+                        "band", "bootstrap_params", "dof", "flags", "noise", "profile",
+                        "predictions"}
+    assert (fit["dof"], fit["flags"]) == (3, [])
     ho = fit["holdout"]
     assert set(ho) == HOLDOUT_KEYS
     assert (ho["rule"], ho["n_fit"], ho["n_test"], ho["max_fit_size"]) == \
@@ -98,6 +100,10 @@ def test_fit_study_power_with_few_points_says_less_but_does_not_crash(k):
     fit = fit_study_power(n[:k], loss[:k], bootstrap=100)
     assert fit["holdout"] is None and fit["band"] is None and fit["y"] == "val_loss"
     assert all(v is None for v in fit["intervals"].values())
+    # two or three sizes for three parameters: an exact fit, flagged, with nothing built on it
+    assert fit["flags"] == (["zero_dof"] if k >= 2 else [])
+    assert fit["dof"] == {0: None, 1: None, 2: -1, 3: 0}[k]
+    assert (fit["profile"], fit["predictions"]) == (None, None)
     if k == 3:
         assert fit["params"]["alpha"] > 0
     if k == 2:

@@ -214,8 +214,11 @@ def test_fits_of_a_short_ladder_say_what_was_not_fitted():
     html = build_report_html(summary, curves)
     assert _text(_section(html, '<p class="fitted"', "</header>")).strip() == (
         "Fitted: validation loss (nats/example): too few finished rungs to fit a law yet; "
-        "validation error rate against non-embedding parameters ( err(N) = E + A · N −α ).")
-    # two points: a pure power law through both (alpha = log10 2), no interval, no holdout
-    assert list(_cards(html)) == ["alpha-1", "quality"]
-    assert _cards(html)["alpha-1"] == "exponent α · error rate 0.301 interval —"
-    assert html.count("No holdout check for this fit.") == 2
+        "validation error rate: exact fit, 2 sizes for 3 parameters (zero degrees of freedom): "
+        "not a result .")
+    # two points: a pure power law through both, no degrees of freedom: flagged, no exponent
+    assert list(_cards(html)) == ["exact-1", "quality"]
+    assert _cards(html)["exact-1"] == ("law · error rate exact fit zero degrees of freedom: "
+                                       "not a result")
+    assert html.count("No holdout check for this fit.") == 1
+    assert 'id="flagged-1"' in html and 'id="params-1"' not in html

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,9 +66,16 @@ reproduces the PyTorch logits (max absolute difference printed; an fp32 export m
 1e-3, else exit code 1). An int8 variant is already an ONNX model: it is copied, and its \
 difference from the fp32 rung is its quantization error.
 
-Example:
+A fine-tuned model (`scalelab finetune`) is exported with --finetune NAME: a LoRA or IA3 needs \
+--merge, which folds the adapter into the base weights and checks the merged model against the \
+adapter model (max absolute logit difference on the second task's inputs; over 1e-5 is exit \
+code 1); --weights writes the merged (or fully fine-tuned) model as safetensors, --onnx as ONNX.
+
+Examples:
 
     scalelab export studies/default --rung 5 --variant r5-prune0.5 --onnx model.onnx
+    scalelab export studies/default --finetune r5-stdlib-test-lora-r16 --merge \\
+        --weights merged.safetensors --onnx merged.onnx
 """
 
 
@@ -187,6 +195,10 @@ def recommend(
                                           help="validation loss limit, nats per token"),
     batch: int = typer.Option(1, "--batch", help="batch size of the latency: 1 or 32"),
     as_json: bool = typer.Option(False, "--json", help="print the answer as JSON"),
+    task: str | None = typer.Option(
+        None, "--task", help="choose among the models fine-tuned on this second task "
+                             "(`scalelab finetune`) and the rungs' zero-shot scores on it "
+                             "[default: the study's own task]"),
 ) -> None:
     from scalelab.select import recommend as choose
     from scalelab.store import StudyStore
@@ -194,7 +206,7 @@ def recommend(
 
     with StudyStore.open_readonly(folder) as store:
         summary = build_summary(store)
-    result = choose(summary, max_latency_ms, max_bytes, max_loss, batch)
+    result = choose(summary, max_latency_ms, max_bytes, max_loss, batch, task)
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -206,15 +218,37 @@ def recommend(
                   f"{_f(lat, '.3g')} ms at batch {batch})")
     console.print(result["reason"])
     console.print("Pareto frontier (loss, latency, bytes): " + ", ".join(result["frontier"]))
+    if task is None:
+        from scalelab.select import finetune_tasks
+
+        others = finetune_tasks(summary)
+        if others:
+            console.print("fine-tuned models are on their own task's plane: --task "
+                          + " or --task ".join(others))
 
 
 @app.command(help=EXPORT_HELP)
 def export(
     folder: Path = typer.Argument(..., help="study folder"),
-    rung: str = typer.Option(..., "--rung", help="rung index, or 'largest'"),
+    rung: str | None = typer.Option(None, "--rung", help="rung index, or 'largest'"),
     variant: str | None = typer.Option(None, "--variant", help="variant name of that rung"),
-    onnx: Path = typer.Option(..., "--onnx", help="output .onnx file"),
+    onnx: Path | None = typer.Option(None, "--onnx", help="output .onnx file"),
+    finetune: str | None = typer.Option(None, "--finetune",
+                                        help="name of a fine-tuned model (scalelab finetune)"),
+    merge: bool = typer.Option(False, "--merge", help="merge a LoRA/IA3 into its base weights"),
+    weights: Path | None = typer.Option(None, "--weights",
+                                        help="fine-tunes: output .safetensors file"),
 ) -> None:
+    if finetune is not None:
+        if variant is not None or rung is not None:
+            raise UserError("--finetune names the model on its own; leave out --rung and "
+                            "--variant")
+        _export_finetune(folder, finetune, merge, onnx, weights)
+        return
+    if rung is None or onnx is None:
+        raise UserError("export needs --rung and --onnx (or --finetune NAME)")
+    if merge or weights is not None:
+        raise UserError("--merge and --weights apply to fine-tuned models (--finetune NAME)")
     from scalelab.compress import load_rung_model, load_variant
     from scalelab.compress.plan import choose_rung
     from scalelab.export import (
@@ -263,4 +297,74 @@ def export(
     console.print(f"max abs logit difference, ONNX Runtime vs PyTorch (fp32): {diff:.3g} "
                   f"({'ok' if ok else 'FAILED'}, limit {ONNX_TOLERANCE:g})")
     if not ok:
+        raise typer.Exit(1)
+
+
+def _export_finetune(folder: Path, name: str, merge: bool, onnx: Path | None,
+                     weights: Path | None) -> None:
+    """`export --finetune NAME`: merge (LoRA/IA3), check the merge, write weights and/or ONNX."""
+    from scalelab.export import (
+        EXPORT_BATCH,
+        MERGE_TOLERANCE,
+        ONNX_TOLERANCE,
+        OrtModule,
+        export_onnx,
+        max_abs_logit_diff,
+    )
+    from scalelab.finetune.load import find, load_finetune
+    from scalelab.finetune.second_task import SecondTask, build_task
+    from scalelab.models.base import get_family
+    from scalelab.store import StudyStore
+    from scalelab.train.checkpoint import save_weights
+
+    with StudyStore.open_readonly(folder) as store:
+        study, spec = _study_spec(store)
+        ft = find(store.finetunes(), name)
+        rungs = store.rungs()
+    peft = ft["method"] != "full"
+    if peft and not merge:
+        raise UserError(f"{name} is a {ft['method']} adapter: export it merged into its base "
+                        "weights with --merge")
+    if onnx is None and weights is None:
+        raise UserError("give --weights FILE and/or --onnx FILE")
+    for out in (onnx, weights):
+        if out is not None and not out.parent.is_dir():
+            raise UserError(f"folder {out.parent} does not exist")
+    try:
+        import peft as _peft  # noqa: F401
+    except ImportError:
+        raise UserError("fine-tuned models need the optional package peft: "
+                        "pip install 'scalelab[finetune]'") from None
+    family = get_family(spec.family.name, **spec.family.options)
+    task_spec = ft.get("task_spec") or {}
+    second = SecondTask(dict(task_spec.get("spec") or {}), str(ft["task"]), str(ft["task"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # binary files skipped: said at finetune
+        task = build_task(second, family, study, Path(folder))
+    trained, shipped = load_finetune(folder, ft, rungs, family)
+    failed = False
+    if peft:
+        diff = max_abs_logit_diff(trained, shipped, task)
+        ok = diff <= MERGE_TOLERANCE
+        failed |= not ok
+        console.print(f"merged {ft['method']} into rung {ft['of_rung']}'s weights; max abs logit "
+                      f"difference, merged vs adapter model: {diff:.3g} "
+                      f"({'ok' if ok else 'FAILED'}, limit {MERGE_TOLERANCE:g})")
+    elif merge:
+        console.print(f"{name} is a full fine-tune: nothing to merge")
+    if weights is not None:
+        nbytes = save_weights(shipped, weights)
+        console.print(f"wrote {weights} ({nbytes:,} bytes; loads into the family's model of "
+                      f"rung {ft['of_rung']}'s shape"
+                      + (", with the new head's output size" if (ft.get("settings") or {})
+                         .get("new_head") else "") + ")")
+    if onnx is not None:
+        exporter = export_onnx(shipped, onnx, task.example_input(EXPORT_BATCH))
+        diff = max_abs_logit_diff(shipped, OrtModule(onnx), task)
+        ok = diff < ONNX_TOLERANCE
+        failed |= not ok
+        console.print(f"wrote {onnx} ({name}, {exporter} exporter, {onnx.stat().st_size:,} bytes)")
+        console.print(f"max abs logit difference, ONNX Runtime vs PyTorch (fp32): {diff:.3g} "
+                      f"({'ok' if ok else 'FAILED'}, limit {ONNX_TOLERANCE:g})")
+    if failed:
         raise typer.Exit(1)

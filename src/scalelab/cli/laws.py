@@ -39,12 +39,24 @@ without a bootstrap, and ranks all of them by mean absolute holdout error; the r
 fit.json as "comparison": {rule, ranking: [{law, holdout}]}. The fitted law reported is still
 --law.
 
+--profile adds the extrapolation profile: for every split size x_k (at most 8, evenly spaced in
+log size) with more distinct points below it than the law has parameters, the law fitted to the
+runs of size <= x_k predicts every larger size; the table gives each split's signed errors
+against the ratio x / x_k, and the trust horizon is the largest ratio up to which every split
+stayed within --tolerance (default 2%). Each error has a noise-implied band: the range of errors
+the same splits give on --profile-sims synthetic data sets (the full fit plus noise of the size
+of its residuals). --profile-by size splits by the law's first input (N), compute by C = k·N·D
+(laws in N and D). It goes into fit.json as "profile" (and the noise as "noise"); `scalelab
+predict` then warns about predictions beyond the horizon.
+
 Examples (the Chinchilla data of Epoch's replication; a study):
 
     scalelab fit chinchilla.csv --law chinchilla --x "Model Size" --y loss \\
         --flops-col "Training FLOP" --drop-highest 5 --out fit.json --plot fit.svg
     scalelab fit studies/default --law power --out fit.json
     scalelab fit runs.csv --law power --x N --compare bnsl --holdout largest:3
+    scalelab fit chinchilla.csv --law chinchilla --x "Model Size" \
+        --flops-col "Training FLOP" --drop-highest 5 --profile --out fit.json
 """
 
 PREDICT_HELP = """Predict the loss of a fitted law (a fit.json) at given sizes, with its interval.
@@ -89,9 +101,7 @@ def _g(v: Any) -> str:
     return "-" if v is None else f"{v:.5g}"
 
 
-def _load_fit(path: Path):
-    from scalelab.laws import Law
-
+def _load_record(path: Path) -> dict:
     try:
         record = json.loads(path.read_text())
     except OSError as err:
@@ -100,7 +110,35 @@ def _load_fit(path: Path):
         raise UserError(f"{path} is not JSON (expected a fit.json from `scalelab fit`)") from None
     if not isinstance(record, dict):
         raise UserError(f"{path} is not a fit record")
-    return Law.from_summary(record)
+    return record
+
+
+def _load_fit(path: Path):
+    from scalelab.laws import Law
+
+    return Law.from_summary(_load_record(path))
+
+
+def _beyond(profile: dict | None, X) -> list[str | None]:
+    """Per prediction: None within the fit's trust horizon, else a plain warning (no profile
+    in the fit.json: None for all, nothing to say)."""
+    from scalelab.laws.profile import RATIO_RTOL, fmt_ratio
+
+    if not isinstance(profile, dict) or not profile.get("max_x"):
+        return [None] * len(X)
+    axis = X[:, 0] if profile.get("k") is None else profile["k"] * X[:, 0] * X[:, 1]
+    h = profile.get("horizon")
+    out = []
+    for ratio in axis / float(profile["max_x"]):
+        if h is not None and ratio <= h * (1 + RATIO_RTOL):
+            out.append(None)
+        elif h is not None:
+            out.append(f"{fmt_ratio(ratio)} beyond the fitted range, past the trust horizon "
+                       f"({fmt_ratio(h)}): no evidence the law holds there")
+        else:
+            out.append(f"{fmt_ratio(ratio)} beyond the fitted range; the profile found no "
+                       "trust horizon: no evidence the law holds there")
+    return out
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -145,6 +183,10 @@ def _print_fit(summary: dict) -> None:
     console.print(f"objective {summary['objective']:.6g} over {summary['n_points']} runs; "
                   f"{st['reached_best']}/{st['n']} starts reached the optimum"
                   + ("; [bold red]starts disagree on the optimum[/]" if st["disagree"] else ""))
+    if "zero_dof" in (summary.get("flags") or []):
+        console.print(f"[bold red]exact fit[/]: {summary['n_points']} runs, "
+                      f"{len(summary['params'])} parameters, {summary['dof']} degrees of freedom: "
+                      "the law passes through its points and estimates nothing; not a result")
     for line in holdout_lines(summary.get("holdout"), summary.get("holdout_skipped")):
         console.print(line)
 
@@ -173,6 +215,46 @@ def _pct(v: float | None, spec: str) -> str:
     return "-" if v is None else f"{100 * v:{spec}}%"
 
 
+def profile_table(profile: dict) -> Table:
+    """One row per split of an extrapolation profile (`scalelab.laws.profile`)."""
+    from scalelab.laws.profile import fmt_ratio, profile_rows
+
+    by = profile["by"]
+    table = Table(title=f"extrapolation profile over {by}: error of predictions beyond each "
+                  f"split (predicted - measured) / measured", title_justify="left")
+    for col in (f"fit on {by} <=", "points (runs)", "predicts", "up to", "next size",
+                "largest", "band at largest", "mean", f"within {100 * profile['tolerance']:g}%"
+                " up to"):
+        table.add_column(col, justify="right")
+    for r in profile_rows(profile):
+        band = r["largest"]["band"]
+
+        def err(p: dict) -> str:
+            return f"{100 * p['rel_error']:+.2f}% at {fmt_ratio(p['ratio'])}"
+
+        table.add_row(f"{r['max_fit_x']:.3g}", f"{r['n_points']} ({r['n_fit']})",
+                      str(r["predicts"]), fmt_ratio(r["max_ratio"]), err(r["next"]),
+                      err(r["largest"]),
+                      f"[{100 * band[0]:+.1f}, {100 * band[1]:+.1f}]%" if band else "-",
+                      _pct(r["mean_error"], "+.2f"),
+                      fmt_ratio(r["within"]) if r["within"] is not None else "not at first")
+    return table
+
+
+def profile_lines(profile: dict) -> list[str]:
+    """The trust horizon and how the errors compare with the noise, in a line or two."""
+    from scalelab.laws.profile import horizon_text
+
+    lines = [f"trust horizon: {horizon_text(profile)}"]
+    noise = profile.get("noise")
+    if noise and profile.get("splits"):
+        n_pts = sum(len(s["points"]) for s in profile["splits"])
+        lines.append(f"  {profile['outside_band']} of {n_pts} errors outside their "
+                     f"{profile['level']:.0%} noise-implied band (noise {100 * noise['sigma']:.2f}%"
+                     f" in log L, {noise['sims']} synthetic data sets per split)")
+    return lines
+
+
 @app.command(help=FIT_HELP)
 def fit(
     data: Path = typer.Argument(..., help="A CSV of runs, or a study folder (with study.db)."),
@@ -194,6 +276,13 @@ def fit(
     plot: Path = typer.Option(None, help="Write fit, residual and holdout plots (.svg/.png)."),
     compare: str = typer.Option(None, help="Other laws to rank against --law by holdout error, "
                                 "comma-separated (e.g. bnsl)."),
+    profile: bool = typer.Option(False, "--profile", help="Also the extrapolation profile and "
+                                 "trust horizon (table, and fit.json's \"profile\")."),
+    tolerance: float = typer.Option(0.02, help="Relative error the trust horizon allows."),
+    profile_by: str = typer.Option("size", help="Split the profile by size (the first input) "
+                                   "or compute (C = k·N·D, laws in N and D)."),
+    profile_sims: int = typer.Option(200, help="Synthetic data sets per split for the "
+                                     "noise-implied bands (0: none)."),
 ) -> None:
     from scalelab.laws import Law
     from scalelab.laws.data import load_dataset
@@ -207,6 +296,8 @@ def fit(
     if bootstrap < 0 or not 0 < level < 1 or not delta > 0:
         raise UserError("--bootstrap must be >= 0, --level in (0, 1) and --delta > 0")
     rivals = _rivals(form, compare, holdout)
+    if profile:
+        _check_profile_options(form, tolerance, profile_by, profile_sims)
     cols = [c.strip() for c in x.split(",")] if x else None
     ds = load_dataset(data, form, x=cols, y=y, flops=flops_col, k=k, drop_highest=drop_highest)
     model = Law(form.name, loss=loss, delta=delta, bootstrap=bootstrap, level=level, seed=seed,
@@ -224,6 +315,13 @@ def fit(
     if flops_col:
         summary["flops"] = {"column": flops_col, "k": k}
     _print_fit(summary)
+    if profile:
+        summary["noise"], summary["profile"] = _profile(model, ds, tolerance, profile_by, k,
+                                                        profile_sims, seed)
+        if summary["profile"]["splits"]:
+            console.print(profile_table(summary["profile"]))
+        for line in profile_lines(summary["profile"]):
+            console.print(line)
     if rivals:
         from scalelab.laws import compare_forms
 
@@ -241,6 +339,35 @@ def fit(
 
         save_figure(fit_figure(model, ds.X, ds.y, ho, why_not or "no holdout"), plot)
         console.print(f"wrote {plot}")
+
+
+def _check_profile_options(form, tolerance: float, by: str, sims: int) -> None:
+    if not 0 < tolerance < 1:
+        raise UserError(f"--tolerance must be between 0 and 1 (0.02 is 2%), got {tolerance:g}")
+    if by not in ("size", "compute"):
+        raise UserError(f"--profile-by must be size or compute, not {by!r}")
+    if by == "compute" and form.roles != ("N", "D"):
+        raise UserError(f"--profile-by compute needs a law in N and D; law {form.name!r} takes "
+                        f"({', '.join(form.roles)})")
+    if sims < 0:
+        raise UserError(f"--profile-sims must be >= 0, got {sims}")
+
+
+def _profile(model, ds, tolerance: float, by: str, k: float, sims: int, seed: int):
+    """(noise record | None, profile) of a fitted law: runs weigh alike, the noise for the
+    bands is read off the law's residuals."""
+    import numpy as np
+
+    from scalelab.laws.noise import residual_noise
+    from scalelab.laws.profile import extrapolation_profile
+
+    resid = np.log(model.predict(ds.X).point) - np.log(ds.y)
+    noise = residual_noise(resid, model.form_.n_params)
+    with console.status(f"extrapolation profile over {by}..."):
+        prof = extrapolation_profile(model, ds.X, ds.y, tolerance=tolerance, by=by, k=k,
+                                     sigma=None if noise is None else noise.sigma, truth=model,
+                                     sims=sims, seed=seed)
+    return (None if noise is None else noise.record), prof
 
 
 def _rivals(form, compare: str | None, rule: str) -> list[str]:
@@ -291,7 +418,10 @@ def predict(
 ) -> None:
     import numpy as np
 
-    model = _load_fit(fit_json)
+    from scalelab.laws import Law
+
+    record = _load_record(fit_json)
+    model = Law.from_summary(record)
     roles = model.form_.roles
     given = {"N": _floats(n, "--N"), "D": _floats(d, "--D"), "x": _floats(xv, "--x")}
     if roles == ("x",):
@@ -310,6 +440,7 @@ def predict(
     if level is not None and not 0 < level < 1:
         raise UserError("--level must be in (0, 1)")
     pred = model.predict(X, level=level)
+    warnings = _beyond(record.get("profile"), X)
     table = Table(title=f"{model.form_.name} prediction of {model.y_name}", title_justify="left")
     for col in (*roles, "predicted", f"{pred.level:.0%} interval"):
         table.add_column(col, justify="right")
@@ -319,8 +450,13 @@ def predict(
         table.add_row(*[f"{v:.4g}" for v in X[i]], f"{pred.point[i]:.5g}",
                       f"[{iv[0]:.5g}, {iv[1]:.5g}]" if iv else "- (fit has no bootstrap)")
         rows.append({**dict(zip(roles, map(float, X[i]), strict=True)),
-                     "predicted": float(pred.point[i]), "interval": iv, "level": pred.level})
+                     "predicted": float(pred.point[i]), "interval": iv, "level": pred.level,
+                     "warning": warnings[i]})
     console.print(table)
+    for row, warning in zip(rows, warnings, strict=True):
+        if warning:
+            where = ", ".join(f"{r}={row[r]:.4g}" for r in roles)
+            console.print(f"[bold red]warning[/] ({where}): {warning}")
     if out:
         _write_json(out, rows)
 

@@ -64,9 +64,12 @@ def rung_table(summary: dict) -> Table:
 
 
 def fit_lines(summary: dict) -> list[str]:
-    """One line per fitted law (loss, and the error rate of a classifier) and one for its
-    holdout: the largest rung predicted by the law fitted to the others. Fit records of any
-    stored shape (old studies included) are read through `FitRecord.from_dict`."""
+    """One line per fitted law (loss, and the error rate of a classifier), one for its
+    holdout (the largest rung predicted by the law fitted to the others) and one for its trust
+    horizon (from the extrapolation profile). An exact fit (zero degrees of freedom) is one
+    line that says so, not a result. Fit records of any stored shape (old studies included)
+    are read through `FitRecord.from_dict`."""
+    from scalelab.laws.profile import horizon_text
     from scalelab.records import FitRecord
 
     def num(v, spec: str) -> str:
@@ -75,12 +78,16 @@ def fit_lines(summary: dict) -> list[str]:
     lines = []
     for stored in summary["fits"]:
         fit = FitRecord.from_dict(stored)
+        x = fit.x if isinstance(fit.x, str) else ",".join(fit.x)
+        if "zero_dof" in fit.flags:
+            lines.append(f"law {fit.law} of {fit.y} in {x}: exact fit, as many sizes as "
+                         f"parameters (zero degrees of freedom): not a result")
+            continue
         parts = []
         for name, value in fit.params.items():
             lo_hi = fit.intervals.get(name)
             band = f" [{lo_hi[0]:.3g}, {lo_hi[1]:.3g}]" if lo_hi else ""
             parts.append(f"{name}={num(value, '.4g')}{band}")
-        x = fit.x if isinstance(fit.x, str) else ",".join(fit.x)
         lines.append(f"law {fit.law} of {fit.y} in {x}: " + ", ".join(parts))
         top = fit.holdout.largest() if fit.holdout is not None else None
         if top is not None:
@@ -88,6 +95,8 @@ def fit_lines(summary: dict) -> list[str]:
             lines.append(f"holdout: largest rung predicted {num(top['predicted'], '.4f')}, "
                          f"measured {num(top['measured'], '.4f')}, error "
                          + ("-" if rel is None else f"{100 * rel:+.2f}%"))
+        if fit.profile is not None:
+            lines.append(f"trust horizon: {horizon_text(fit.profile)}")
     return lines
 
 

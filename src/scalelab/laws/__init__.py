@@ -11,11 +11,19 @@ Quick use::
 The study calls `fit_study_power` (a `FitRecord` as a dict) and draws bands with `predict_band`.
 `Holdout` is the one record of every holdout rule (largest:K, smallest:K, below:V, loso);
 `Holdout.from_dict` also reads the older shapes stored by earlier studies.
+
+How far a law can be trusted: `extrapolation_profile(law, X, y)` fits every split (sizes up to
+x_k) and records the error of its predictions of the larger sizes against x / x_k, with the
+noise-implied band of each error; `horizon_text` says the trust horizon in words. The noise
+comes from repeats of a size (`repeat_noise`: seeds or folds), which also weigh the fit
+(`Law.fit(X, y, sample_weight)`), or from the residuals (`residual_noise`).
 """
 
 from scalelab.laws.fit import Law, Prediction
 from scalelab.laws.forms import FORMS, Form, get_form
+from scalelab.laws.noise import repeat_noise, residual_noise
 from scalelab.laws.optimal import frontier, optimal_allocation
+from scalelab.laws.profile import extrapolation_profile, horizon_text, trust_horizon
 from scalelab.laws.study import fit_study_power, fit_study_record, predict_band
 from scalelab.laws.validate import compare_forms, holdout, leave_one_size_out, size_groups
 from scalelab.records import FitRecord, Holdout
@@ -28,13 +36,18 @@ __all__ = [
     "Law",
     "Prediction",
     "compare_forms",
+    "extrapolation_profile",
     "fit_study_power",
     "fit_study_record",
     "frontier",
     "get_form",
     "holdout",
+    "horizon_text",
     "leave_one_size_out",
     "optimal_allocation",
     "predict_band",
+    "repeat_noise",
+    "residual_noise",
     "size_groups",
+    "trust_horizon",
 ]

@@ -14,6 +14,7 @@ from scipy.optimize import minimize
 
 from scalelab.errors import UserError
 from scalelab.laws.forms import Form, get_form
+from scalelab.laws.groups import n_distinct, point_ids
 from scalelab.laws.objective import Objective
 from scalelab.laws.optim import batched_lbfgs
 
@@ -84,6 +85,21 @@ def check_fit_data(X: np.ndarray, y: Any, form: Form, names: tuple[str, ...], y_
     return yv
 
 
+def check_weights(w: Any, n: int) -> np.ndarray | None:
+    """Per-run weights as a positive, finite (n,) array (None stays None)."""
+    if w is None:
+        return None
+    try:
+        arr = np.asarray(w, dtype=float).ravel()
+    except (TypeError, ValueError):
+        raise UserError("sample weights must be numbers") from None
+    if arr.shape != (n,):
+        raise UserError(f"{n} runs but {arr.size} sample weights")
+    if not np.all(np.isfinite(arr) & (arr > 0)):
+        raise UserError("sample weights must be positive and finite")
+    return arr
+
+
 def _distinct(theta: np.ndarray, f: np.ndarray, k: int, tol: float = 1e-3) -> np.ndarray:
     """Indices of up to k results with distinct parameters, best objective first."""
     picked: list[int] = []
@@ -134,18 +150,24 @@ def start_agreement(form: Form, f_batch: np.ndarray, converged: np.ndarray,
     }
 
 
+def _rows(weights: np.ndarray | None, n_rows: int) -> np.ndarray | None:
+    """Per-run weights as the (rows, n) array the objective takes (a view, no copy)."""
+    return None if weights is None else np.broadcast_to(weights, (n_rows, len(weights)))
+
+
 def fit_multistart(form: Form, Z: np.ndarray, ly: np.ndarray, *, loss: str = "huber",
                    delta: float = 1e-3, grid: np.ndarray | None = None, polish: int = 5,
-                   keep: int = 3) -> MultiStart:
+                   keep: int = 3, weights: np.ndarray | None = None) -> MultiStart:
     """Batched L-BFGS from every grid start; then the best `polish` distinct optima refined.
 
     The grid runs with SciPy's default stopping rules (like the reference procedure); the few
     best results are then refined with tight tolerances in one batch, and the best of those is
-    finished with SciPy's L-BFGS-B as an independent check of the last digits.
+    finished with SciPy's L-BFGS-B as an independent check of the last digits. `weights`
+    (per run, or None for 1 each) multiply each run's term of the objective.
     """
     lo, hi = form.bounds(Z, ly)
     starts = form.grid(Z, ly) if grid is None else np.atleast_2d(np.asarray(grid, float))
-    obj = Objective(form, Z, ly, loss=loss, delta=delta)
+    obj = Objective(form, Z, ly, loss=loss, delta=delta, weights=_rows(weights, len(starts)))
     res = batched_lbfgs(obj, starts, lo, hi, max_iter=300)
     top = _distinct(res.x, res.f, max(polish, keep, 1))
     ref = batched_lbfgs(obj, res.x[top], lo, hi, ftol=1e-15, gtol=1e-11, max_iter=2000)
@@ -159,25 +181,48 @@ def fit_multistart(form: Form, Z: np.ndarray, ly: np.ndarray, *, loss: str = "hu
                       starts=start_agreement(form, res.f, res.converged, thetas, fs))
 
 
-def resample_weights(Z: np.ndarray, n_params: int, B: int, seed: int) -> np.ndarray:
+def _two_stage(rng: np.random.Generator, members: list[np.ndarray],
+               k: int) -> list[np.ndarray]:
+    """k resamples as run indices: as many sizes as there are, drawn with replacement, then
+    within each drawn size as many of its runs as it has, drawn with replacement."""
+    picks = rng.integers(0, len(members), size=(k, len(members)))
+    return [np.concatenate([members[g][rng.integers(0, len(members[g]), size=len(members[g]))]
+                            for g in row]) for row in picks]
+
+
+def resample_weights(Z: np.ndarray, n_params: int, B: int, seed: int,
+                     groups: np.ndarray | None = None) -> np.ndarray:
     """(B, n) bootstrap counts over runs; resamples too degenerate to fit are redrawn.
 
     A resample needs at least 2 distinct values of each input and as many distinct points as
     the law has parameters (or all of them, if there are fewer), else the law is not identified.
+
+    `groups` (a size id per run, numbered by first appearance) makes it a two-stage bootstrap:
+    draw as many sizes as there are, with replacement, then within each drawn size as many of
+    its runs (seeds, folds) as it has, with replacement; so the intervals carry both the
+    scatter of sizes about the law and the seed noise within a size. Without groups, or when
+    every size has one run, it resamples runs (the same draws as before sizes were grouped).
     """
     rng = np.random.default_rng(seed)
     n = len(Z)
     point_id = np.unique(Z, axis=0, return_inverse=True)[1].ravel()
     col_ids = [np.unique(Z[:, j], return_inverse=True)[1].ravel() for j in range(Z.shape[1])]
     need = min(n_params, point_id.max() + 1)
+    members = None
+    if groups is not None and np.bincount(groups).max() > 1:
+        members = [np.flatnonzero(groups == g) for g in range(groups.max() + 1)]
     W = np.zeros((B, n))
     todo = np.arange(B)
     for _ in range(50):
-        idx = rng.integers(0, n, size=(len(todo), n))
+        if members is None:
+            idx = list(rng.integers(0, n, size=(len(todo), n)))
+        else:
+            idx = _two_stage(rng, members, len(todo))
         ok = np.array([np.unique(point_id[r]).size >= need
                        and all(np.unique(c[r]).size >= 2 for c in col_ids) for r in idx])
-        for row, r in zip(todo[ok], idx[ok], strict=True):
-            W[row] = np.bincount(r, minlength=n)
+        for row, r, good in zip(todo, idx, ok, strict=True):
+            if good:
+                W[row] = np.bincount(r, minlength=n)
         todo = todo[~ok]
         if todo.size == 0:
             break
@@ -187,14 +232,21 @@ def resample_weights(Z: np.ndarray, n_params: int, B: int, seed: int) -> np.ndar
 
 
 def bootstrap_thetas(form: Form, Z: np.ndarray, ly: np.ndarray, starts: np.ndarray, B: int, *,
-                     seed: int = 0, loss: str = "huber", delta: float = 1e-3) -> np.ndarray:
+                     seed: int = 0, loss: str = "huber", delta: float = 1e-3,
+                     weights: np.ndarray | None = None,
+                     groups: np.ndarray | None = None) -> np.ndarray:
     """Refit on B resamples of the runs, all at once; (B, P) thetas, one optimum per resample.
 
     Each resample starts from the few distinct optima of the full fit and keeps its best.
+    `weights` (per run) multiply the resampling counts; `groups` resample sizes, then runs
+    within each size (`resample_weights`).
     """
     lo, hi = form.bounds(Z, ly)
     k = len(starts)
-    W = np.repeat(resample_weights(Z, form.n_params, B, seed), k, axis=0)
+    W = resample_weights(Z, form.n_params, B, seed, groups)
+    if weights is not None:
+        W = W * weights
+    W = np.repeat(W, k, axis=0)
     obj = Objective(form, Z, ly, loss=loss, delta=delta, weights=W)
     # Tolerances far below SciPy's defaults: the objective is ~1e-3 in size, and a resample's
     # optimum is only ever a small move from the start, which loose tests would stop short of.
@@ -215,20 +267,24 @@ class Law:
 
     Settings: `form` (power, chinchilla, kaplan, bnsl), `loss` ("huber" on log residuals with
     `delta`, or "lsq"), `grid` (starts in the fitting parameterization; default: the form's
-    grid), `bootstrap` (resamples, 0 for none), `level` (interval coverage), `seed`.
+    grid), `bootstrap` (resamples, 0 for none), `level` (interval coverage), `seed`,
+    `resample` ("runs": the bootstrap resamples runs; "sizes": it resamples sizes, then the
+    runs (seeds) within each size, see `resample_weights`).
     """
 
     def __init__(self, form: str = "power", *, loss: str = "huber", delta: float = 1e-3,
                  grid: np.ndarray | None = None, bootstrap: int = 1000, level: float = 0.95,
                  seed: int = 0, polish: int = 5, x_names: tuple[str, ...] | None = None,
-                 y_name: str = "loss"):
+                 y_name: str = "loss", resample: str = "runs"):
+        if resample not in ("runs", "sizes"):
+            raise UserError(f"resample must be 'runs' or 'sizes', not {resample!r}")
         self.form, self.loss, self.delta, self.grid = form, loss, delta, grid
         self.bootstrap, self.level, self.seed, self.polish = bootstrap, level, seed, polish
-        self.x_names, self.y_name = x_names, y_name
+        self.x_names, self.y_name, self.resample = x_names, y_name, resample
 
     def get_params(self) -> dict[str, Any]:
         keys = ("loss", "delta", "grid", "bootstrap", "level", "seed", "polish", "x_names",
-                "y_name")
+                "y_name", "resample")
         return {"form": self.form, **{k: getattr(self, k) for k in keys}}
 
     def clone(self, **overrides: Any) -> Law:
@@ -242,14 +298,17 @@ class Law:
     def _names(self) -> tuple[str, ...]:
         return tuple(self.x_names) if self.x_names else self.form_.roles
 
-    def fit(self, X: Any, y: Any) -> Law:
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> Law:
+        """Fit to runs X (n, k), y (n,); `sample_weight` (n,) weighs each run's term of the
+        objective (the study weighs each size by its seed noise; default 1 each)."""
         form = self.form_
         names = self._names()
         Xa = as_inputs(X, form, names)
         yv = check_fit_data(Xa, y, form, names, self.y_name)
+        w = check_weights(sample_weight, len(yv))
         Z, ly = np.log(Xa), np.log(yv)
         ms = fit_multistart(form, Z, ly, loss=self.loss, delta=self.delta, grid=self.grid,
-                            polish=self.polish)
+                            polish=self.polish, weights=w)
         lo, hi = form.bounds(Z, ly)
         self.theta_, self.objective_, self.starts_ = ms.theta, ms.objective, ms.starts
         self.params_ = dict(zip(form.param_names, map(float, form.to_params(ms.theta)),
@@ -257,12 +316,16 @@ class Law:
         self.bounds_ = (lo, hi)
         self.on_bound_ = on_bound(form, ms.theta, lo, hi)
         self.n_points_ = len(yv)
+        # Degrees of freedom: distinct points (seed repeats of a size are one) less parameters.
+        self.dof_ = n_distinct(Xa) - form.n_params
+        self.weighted_ = w is not None
         self.bootstrap_theta_ = None
         # Resampling n <= P distinct points gives the same exact fit every time: no interval.
         if self.bootstrap and np.unique(Z, axis=0).shape[0] > form.n_params:
+            groups = point_ids(Xa[:, :1]) if self.resample == "sizes" else None
             self.bootstrap_theta_ = bootstrap_thetas(form, Z, ly, ms.candidates, self.bootstrap,
                                                      seed=self.seed, loss=self.loss,
-                                                     delta=self.delta)
+                                                     delta=self.delta, weights=w, groups=groups)
         return self
 
     def _check_fitted(self) -> None:
@@ -318,9 +381,11 @@ class Law:
                          "delta": self.delta if self.loss == "huber" else None},
             "on_bound": list(self.on_bound_),
             "starts": self.starts_,
+            "dof": self.dof_,
+            "flags": ["zero_dof"] if self.dof_ is not None and self.dof_ <= 0 else [],
             "holdout": None,
             "bootstrap": {"n": 0 if self.bootstrap_theta_ is None else len(self.bootstrap_theta_),
-                          "seed": self.seed},
+                          "seed": self.seed, "resample": self.resample},
         }
         samples = self.bootstrap_params_
         if samples is not None:
@@ -349,6 +414,8 @@ class Law:
         law.starts_ = d.get("starts")
         law.on_bound_ = list(d.get("on_bound") or [])
         law.n_points_ = d.get("n_points")
+        law.dof_ = d.get("dof")
+        law.weighted_ = False
         law.bootstrap_theta_ = None
         bp = d.get("bootstrap_params")
         if bp:

@@ -50,6 +50,8 @@ class Objective:
 
     `weights` is None (every run once) or (R, n): one row of run weights per problem; the
     bootstrap uses resampling counts as weights so all resamples share one batched computation.
+    `ly` is (n,), the same data for every problem, or (R, n): one data set per problem (the
+    noise simulations of the extrapolation profile fit many synthetic ladders at once).
     """
 
     def __init__(self, form: Form, Z: np.ndarray, ly: np.ndarray, *, loss: str = "huber",
@@ -63,7 +65,7 @@ class Objective:
     def _chunk(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         ws = self._ws
         lp, vjp = self.form.log_predict(theta, self.Z, ws)
-        r = np.subtract(lp, self.ly, out=lp)
+        r = np.subtract(lp, self.ly if self.ly.ndim == 1 else self.ly[rows], out=lp)
         # psi is rho'(r); rho(r) = psi·(r - psi/2) for Huber and for squares alike.
         psi = r if self.loss == "lsq" else np.clip(r, -self.delta, self.delta,
                                                    out=ws("psi", r.shape))
@@ -75,7 +77,7 @@ class Objective:
 
     def __call__(self, theta: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         theta = np.atleast_2d(theta)
-        step = max(1, _CHUNK_ELEMENTS // max(1, len(self.ly)))
+        step = max(1, _CHUNK_ELEMENTS // max(1, self.ly.shape[-1]))
         if len(theta) <= step:
             return self._chunk(theta, rows)
         f, g = np.empty(len(theta)), np.empty_like(theta)

@@ -14,22 +14,10 @@ import numpy as np
 
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law, as_inputs
+from scalelab.laws.groups import SIZE_RTOL, size_groups
 from scalelab.records import Holdout
 
-SIZE_RTOL = 0.01
-
-
-def size_groups(sizes: np.ndarray, rtol: float = SIZE_RTOL) -> np.ndarray:
-    """Group index of each size, 0 for the smallest; sizes within rtol of the last one merge."""
-    sizes = np.asarray(sizes, dtype=float)
-    order = np.argsort(sizes, kind="stable")
-    groups = np.empty(len(sizes), dtype=int)
-    g, anchor = -1, None
-    for i in order:
-        if anchor is None or sizes[i] > anchor * (1 + rtol):
-            g, anchor = g + 1, sizes[i]
-        groups[i] = g
-    return groups
+__all__ = ["SIZE_RTOL", "compare_forms", "holdout", "leave_one_size_out", "size_groups", "split"]
 
 
 def split(X: np.ndarray, rule: str) -> np.ndarray:
@@ -69,11 +57,17 @@ def _points(law: Law, X: np.ndarray, y: np.ndarray) -> list[dict[str, Any]]:
     return out
 
 
-def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> Holdout:
+def _subset(w: Any, mask: np.ndarray) -> np.ndarray | None:
+    return None if w is None else np.asarray(w, dtype=float).ravel()[mask]
+
+
+def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1",
+            sample_weight: Any = None) -> Holdout:
     """Fit a clone of `law` on the runs the rule keeps, predict the others.
 
     Relative error is (predicted - measured) / measured, per point and its mean (signed, and of
     absolute values). The record is a `scalelab.records.Holdout` (`.to_dict()` for JSON).
+    `sample_weight` (per run) weighs the kept runs in the fit as in `Law.fit`.
     """
     Xa = as_inputs(X, law.form_, law._names())
     yv = np.asarray(y, dtype=float).ravel()
@@ -81,7 +75,7 @@ def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> Holdout:
     if keep.all() or not keep.any():
         raise UserError(f"holdout rule {rule!r} leaves nothing to "
                         + ("predict" if keep.all() else "fit on"))
-    fitted = law.clone().fit(Xa[keep], yv[keep])
+    fitted = law.clone().fit(Xa[keep], yv[keep], _subset(sample_weight, keep))
     pts = _points(fitted, Xa[~keep], yv[~keep])
     rel = np.array([p["rel_error"] for p in pts])
     return Holdout(
@@ -97,7 +91,7 @@ def holdout(law: Law, X: Any, y: Any, rule: str = "largest:1") -> Holdout:
     )
 
 
-def leave_one_size_out(law: Law, X: Any, y: Any) -> Holdout:
+def leave_one_size_out(law: Law, X: Any, y: Any, sample_weight: Any = None) -> Holdout:
     """For every size: fit on all other sizes, predict it.
 
     `points` holds every run with its prediction from the fit without its size; per fold (size)
@@ -111,7 +105,8 @@ def leave_one_size_out(law: Law, X: Any, y: Any) -> Holdout:
     folds, points = [], []
     for g in range(groups.max() + 1):
         test = groups == g
-        fitted = law.clone(bootstrap=0).fit(Xa[~test], yv[~test])
+        fitted = law.clone(bootstrap=0).fit(Xa[~test], yv[~test],
+                                            _subset(sample_weight, ~test))
         pts = _points(fitted, Xa[test], yv[test])
         points += pts
         rel = np.array([p["rel_error"] for p in pts])

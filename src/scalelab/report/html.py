@@ -20,6 +20,7 @@ import jinja2
 import yaml
 from markupsafe import Markup, escape
 
+from scalelab.laws.profile import fmt_ratio, horizon_text, profile_rows
 from scalelab.records import FitRecord, Holdout
 from scalelab.report import plots
 from scalelab.report.plots import fmt_count, latency_batches, latency_of, scaled
@@ -304,6 +305,86 @@ def _holdout_view(ho: Holdout, rungs: Sequence[Mapping[str, Any]], x: str) -> di
     }
 
 
+def _band_text(band: Any) -> str:
+    if isinstance(band, Sequence) and not isinstance(band, str) and len(band) == 2 \
+            and finite(band[0]) is not None and finite(band[1]) is not None:
+        return f"[{band[0] * 100:+.1f}%, {band[1] * 100:+.1f}%]"
+    return "—"
+
+
+def _profile_view(profile: Mapping[str, Any] | None, x: str) -> dict[str, Any] | None:
+    """The extrapolation profile as the report states it: the horizon in words, one row per
+    split, and how many errors left their noise-implied band."""
+    if not isinstance(profile, Mapping):
+        return None
+    profile = dict(profile)
+    h = finite(profile.get("horizon"))
+    view: dict[str, Any] = {
+        "text": horizon_text(profile), "rows": [], "svg": None, "noise": None,
+        "horizon": None if h is None else fmt_ratio(h),
+        "tolerance": f"{100 * (finite(profile.get('tolerance')) or 0.02):g}%"}
+    if not profile.get("splits"):
+        return view
+    symbol = "N" if x in ("n_nonembed", "n_params") else x
+    view["svg"] = _markup(plots.profile_svg(profile, x_label=symbol))
+    for r in profile_rows(profile):
+        view["rows"].append({
+            "fit_on": fmt_count(r["max_fit_x"]),
+            "sizes": r["n_points"],
+            "runs": r["n_fit"],
+            "predicts": r["predicts"],
+            "next": f"{fmt_signed_pct(r['next']['rel_error'])} at {fmt_ratio(r['next']['ratio'])}",
+            "largest": (f"{fmt_signed_pct(r['largest']['rel_error'])} at "
+                        f"{fmt_ratio(r['largest']['ratio'])}"),
+            "band": _band_text(r["largest"].get("band")),
+            "mean": fmt_signed_pct(r["mean_error"]),
+            "within": fmt_ratio(r["within"]) if r["within"] is not None else "not at the first",
+        })
+    noise = profile.get("noise")
+    if isinstance(noise, Mapping) and profile.get("outside_band") is not None:
+        n_pts = sum(len(s.get("points") or []) for s in profile["splits"])
+        view["noise"] = {"outside": profile["outside_band"], "n": n_pts,
+                         "sigma": fmt_pct(noise.get("sigma")), "sims": noise.get("sims"),
+                         "level": _level_text(profile.get("level"))}
+    return view
+
+
+def _level_text(level: Any) -> str | None:
+    f = finite(level)
+    if not f:
+        return None
+    return f"{f:.0%}" if f <= 1 else f"{f:.0f}%"
+
+
+def _prediction_rows(predictions: Any) -> list[dict[str, Any]]:
+    rows = []
+    for p in predictions or []:
+        if not isinstance(p, Mapping):
+            continue
+        lo, hi = finite(p.get("lo")), finite(p.get("hi"))
+        rows.append({"factor": f"{finite(p.get('factor')) or 0:g}×",
+                     "x": fmt_count(p.get("x")), "predicted": fmt_num(p.get("predicted")),
+                     "interval": f"[{fmt_num(lo)}, {fmt_num(hi)}]" if lo is not None
+                     and hi is not None else "—",
+                     "warning": p.get("warning") if p.get("beyond_horizon") else None})
+    return rows
+
+
+def _noise_view(noise: Any) -> dict[str, Any] | None:
+    """The noise model: the spread across the repeats of each size, or the residuals'."""
+    if not isinstance(noise, Mapping):
+        return None
+    sizes = []
+    for s in noise.get("sizes") or []:
+        sizes.append({"x": fmt_count(s.get("x")), "runs": s.get("n_runs"),
+                      "mean": fmt_num(s.get("mean")), "sd": fmt_num(s.get("sd"), 3),
+                      "rel_sd": fmt_pct(s.get("rel_sd")), "sigma": fmt_pct(s.get("sigma")),
+                      "weight": fmt_num(s.get("weight"), 3)})
+    return {"source": str(noise.get("source") or ""), "sigma": fmt_pct(noise.get("sigma")),
+            "dof": noise.get("dof"), "weighted": noise.get("weighting") is not None,
+            "sizes": sizes}
+
+
 def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
                task: Mapping[str, Any]) -> list[dict]:
     views = []
@@ -331,6 +412,14 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
         level = finite(stored.get("level", (stored.get("band") or {}).get("level")))
         html_symbol, tex_symbol = _SYMBOLS.get(fit.y, ("y", "y"))
         record = fit.to_dict()
+        exact = "zero_dof" in fit.flags
+        n_params = len(fit.params)
+        if exact:  # the points alone: a curve through them is no result to draw
+            svg = plots.loss_vs_n_svg(rungs, None, x_key=x, y_key=fit.y,
+                                      y_label=_quantity(fit.y, task))
+        else:
+            svg = plots.loss_vs_n_svg(rungs, record, y_label=_quantity(fit.y, task),
+                                      symbol=tex_symbol)
         views.append(
             {
                 "index": i,
@@ -347,9 +436,14 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
                 "on_bound": [_param_name(p) for p in on_bound],
                 "holdout": holdout,
                 "level": (f"{level:.0%}" if level <= 1 else f"{level:.0f}%") if level else None,
-                "svg": Markup(plots.loss_vs_n_svg(rungs, record, y_label=_quantity(fit.y, task),
-                                                  symbol=tex_symbol)),
-                "residuals_svg": _markup(plots.residuals_svg(rungs, record)),
+                "svg": Markup(svg),
+                "residuals_svg": None if exact else _markup(plots.residuals_svg(rungs, record)),
+                "exact": exact,
+                "n_sizes": None if fit.dof is None else fit.dof + n_params,
+                "n_params": n_params,
+                "profile": None if exact else _profile_view(fit.profile, x),
+                "predictions": [] if exact else _prediction_rows(fit.predictions),
+                "noise": _noise_view(fit.noise),
             }
         )
     return views
@@ -373,9 +467,17 @@ def _headline(rungs: Sequence[Mapping[str, Any]], fits: list[dict],
     cards = []
     for f in fits:
         alpha = next((p for p in f["params"] if p["name"] == "α"), None)
-        if alpha is not None and alpha["value"] != "—":
+        if alpha is not None and alpha["value"] != "—" and not f["exact"]:
             cards.append({"id": f"alpha-{f['index']}", "k": f"exponent α · {f['y_short']}",
                           "v": alpha["value"], "sub": f"interval {alpha['interval']}"})
+        if f["exact"]:
+            cards.append({"id": f"exact-{f['index']}", "k": f"law · {f['y_short']}",
+                          "v": "exact fit", "sub": "zero degrees of freedom: not a result"})
+        prof = f["profile"]
+        if prof is not None and prof["rows"]:
+            cards.append({"id": f"horizon-{f['index']}", "k": f"trust horizon · {f['y_short']}",
+                          "v": prof["horizon"] or "none",
+                          "sub": f"beyond the fitted range, within {prof['tolerance']}"})
         if f["holdout"]:
             ho = f["holdout"]
             cards.append({"id": f"holdout-{f['index']}",
@@ -395,13 +497,26 @@ def _headline(rungs: Sequence[Mapping[str, Any]], fits: list[dict],
         elif "bpb" in task["metrics"] and finite(top.get("val_bpb")) is not None:
             cards.append({"id": "quality", "k": "bits per byte, largest rung",
                           "v": fmt_num(top.get("val_bpb"), 4), "sub": f"N = {n}"})
-    fitted = [
-        Markup("{q} against {x} (<span class=\"law\">{f}</span>)").format(
-            q=f["y_label"], x=f["x_label"], f=f["formula"]) if f["fitted"]
-        else Markup("{q}: too few finished rungs to fit a law yet").format(q=f["y_label"])
-        for f in fits
-    ]
+    fitted = [_fitted_text(f) for f in fits]
     return {"n_rungs": len(rungs), "counts": counts, "cards": cards, "fitted": fitted}
+
+
+def _fitted_text(f: Mapping[str, Any]) -> Markup:
+    """One fit in the headline: the law with its trust horizon beside it, or why there is no
+    law to show."""
+    if f["exact"]:
+        sizes = (f"{f['n_sizes']} sizes for" if f["n_sizes"] is not None
+                 else "no more sizes than its")
+        return Markup("{q}: <span class=\"warn\">exact fit, {s} {p} parameters (zero degrees "
+                      "of freedom): not a result</span>").format(q=f["y_label"], s=sizes,
+                                                                 p=f["n_params"])
+    if not f["fitted"]:
+        return Markup("{q}: too few finished rungs to fit a law yet").format(q=f["y_label"])
+    text = Markup("{q} against {x} (<span class=\"law\">{f}</span>)").format(
+        q=f["y_label"], x=f["x_label"], f=f["formula"])
+    if f["profile"] is not None:
+        text += Markup(" — <span class=\"horizon\">{h}</span>").format(h=f["profile"]["text"])
+    return text
 
 
 def _machine_rows(study: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -27,17 +27,20 @@ from matplotlib.figure import Figure
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law
 from scalelab.laws.plots import draw_residuals
+from scalelab.laws.profile import fmt_ratio
 from scalelab.records import Holdout
 from scalelab.values import finite
 
 __all__ = [
     "cost_svg",
     "eval_law",
+    "finished_points",
     "fmt_count",
     "gap_svg",
     "latency_median",
     "loss_curves_svg",
     "loss_vs_n_svg",
+    "profile_svg",
     "residuals_svg",
     "rung_colors",
     "scaled",
@@ -140,7 +143,7 @@ def eval_law(law: str, params: Mapping[str, Any], x: np.ndarray) -> np.ndarray |
     return fitted.predict(np.asarray(x, dtype=float)).point
 
 
-def _finished_points(rungs: Sequence[Mapping[str, Any]], x_key: str,
+def finished_points(rungs: Sequence[Mapping[str, Any]], x_key: str,
                      y_key: str) -> list[tuple[float, float]]:
     """(x, y) of the finished rungs whose x and y are both positive numbers."""
     pts = [(finite(r.get(x_key)), finite(r.get(y_key))) for r in rungs
@@ -154,7 +157,7 @@ def residuals_svg(rungs: Sequence[Mapping[str, Any]], fit: Mapping[str, Any]) ->
     None when the record cannot be evaluated (no params yet) or fewer than two rungs finished.
     """
     x_key, y_key = str(fit.get("x") or "n_nonembed"), str(fit.get("y") or "val_loss")
-    pts = _finished_points(rungs, x_key, y_key)
+    pts = finished_points(rungs, x_key, y_key)
     if len(pts) < 2:
         return None
     try:
@@ -291,7 +294,7 @@ def loss_vs_n_svg(
     if fit is not None:
         x_key = str(fit.get("x") or x_key)
         y_key = str(fit.get("y") or y_key)
-    pts = _finished_points(rungs, x_key, y_key)
+    pts = finished_points(rungs, x_key, y_key)
     bad = [
         (finite(r.get(x_key)), finite(r.get(y_key)))
         for r in rungs
@@ -360,6 +363,11 @@ def loss_vs_n_svg(
         _nice_log_axes(ax)
         ax.legend(loc="lower left", frameon=False)
         return to_inline_svg(fig)
+
+
+def _level(level: Any) -> str:
+    f = finite(level)
+    return "95%" if f is None or f <= 0 else (f"{f:.0%}" if f <= 1 else f"{f:.0f}%")
 
 
 def _band_label(level: Any) -> str:
@@ -657,3 +665,66 @@ def gap_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_nonembed",
             _nice_log_axes(ax)
         fig.tight_layout(pad=0.6)
         return to_inline_svg(fig)
+
+
+# --------------------------------------------------------------------------- extrapolation profile
+
+TOLERANCE_FILL = "#1b7a3e"
+
+
+def profile_svg(profile: Mapping[str, Any] | None, *, x_label: str = "N") -> str | None:
+    """The extrapolation profile (``scalelab.laws.profile``): the signed relative error of each
+    split's predictions against the extrapolation ratio x / x_k (log x), one line per split,
+    its noise-implied band as bars where recorded, the tolerance as a shaded band and the trust
+    horizon as a dashed line. None without splits."""
+    splits = [s for s in (profile or {}).get("splits") or [] if s.get("points")]
+    if not splits:
+        return None
+    tol = finite(profile.get("tolerance")) or 0.02
+    colors = rung_colors(len(splits))
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(9.5, 4.6))
+        ax = fig.add_subplot()
+        ax.axhspan(-100 * tol, 100 * tol, color=TOLERANCE_FILL, alpha=0.10, lw=0,
+                   label=f"within {100 * tol:g}%")
+        ax.axhline(0.0, color="#888888", lw=0.9)
+        for i, (split, color) in enumerate(zip(splits, colors, strict=True)):
+            pts = sorted(split["points"], key=lambda p: p["ratio"])
+            r = np.array([p["ratio"] for p in pts], dtype=float)
+            e = 100 * np.array([p["rel_error"] for p in pts], dtype=float)
+            label = (f"fit on {x_label} ≤ {fmt_count(split.get('max_fit_x'))} "
+                     f"({split.get('n_points')} sizes)")
+            ax.plot(r, e, "o-", color=color, ms=4.5, lw=1.3, label=label, zorder=4)
+            bands = [p.get("band") for p in pts]
+            if all(isinstance(b, list | tuple) and len(b) == 2 for b in bands):
+                lo = 100 * np.array([b[0] for b in bands], dtype=float)
+                hi = 100 * np.array([b[1] for b in bands], dtype=float)
+                # beside the point, each split a little further: splits meet at equal ratios
+                ax.vlines(r * 1.012 ** (i + 1), lo, hi, color=color, lw=3.0, alpha=0.3, zorder=2)
+        h = finite(profile.get("horizon"))
+        if h is not None:
+            ax.axvline(h, color=FIT, lw=1.8, ls="--", label=f"trust horizon {fmt_ratio(h)}")
+        if any(p.get("band") for s in splits for p in s["points"]):
+            ax.plot([], [], color="#888888", lw=3.0, alpha=0.35,
+                    label=f"noise-implied range of the error ({_level(profile.get('level'))})")
+        ax.set_xscale("log")
+        ax.set_xlabel(f"extrapolation ratio {x_label} / largest {x_label} fitted")
+        ax.set_ylabel("error of prediction, % (predicted − measured)")
+        ax.grid(True, which="major")
+        ax.grid(True, which="minor", alpha=0.35)
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_ratio_tick))
+        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
+            lambda v, _p: _ratio_tick(v) if _mantissa(v) in (2, 3, 5) else ""))
+        ax.legend(loc="best", frameon=False, fontsize=7.5)
+        return to_inline_svg(fig)
+
+
+def _mantissa(v: float) -> int | None:
+    if not math.isfinite(v) or v <= 0:
+        return None
+    m = v / 10 ** math.floor(math.log10(v) + 1e-9)
+    return round(m) if abs(m - round(m)) < 1e-6 else None
+
+
+def _ratio_tick(v: float, _pos: Any = None) -> str:
+    return f"{v:.3g}×" if math.isfinite(v) and v > 0 else ""
