@@ -158,7 +158,16 @@ class Holdout:
             self.mean_abs_rel_error = sum(abs(r) for r in rel) / len(rel)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The record, plus the largest size's prediction at the top level (x, predicted,
+        measured, rel_error, interval) for every rule: the keys summary.json's holdout has always
+        had, so scripts written against them keep working."""
+        out = asdict(self)
+        top = self.largest() or {}
+        lo, hi = top.get("lo"), top.get("hi")
+        out.update(x=top.get("x"), predicted=top.get("predicted"), measured=top.get("measured"),
+                   rel_error=top.get("rel_error"),
+                   interval=None if lo is None or hi is None else [lo, hi])
+        return out
 
     def largest(self) -> dict[str, Any] | None:
         """The prediction of the largest size: {x, measured, predicted, lo, hi, rel_error}.

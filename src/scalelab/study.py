@@ -35,7 +35,7 @@ RUN_COLUMNS = (
     # Added with the task and family seams: which family and unit, D in that unit, the loss on
     # training windows beside the validation loss, and the task's metrics (flattened in runs.csv).
     "family", "describe", "D", "unit", "units_per_s", "train_loss", "val_error", "val_accuracy",
-    "val_rmse",
+    "val_rmse", "repeat", "seed",
 )
 # Task metrics that get a column of their own (as val_<name>) in summary.json and runs.csv.
 METRIC_COLUMNS = ("error", "accuracy", "rmse")

@@ -41,8 +41,8 @@ def test_default_task_and_family_train_exactly_as_before(tmp_path):
     if old_src is None:
         pytest.skip(f"no git history with commit {BEFORE} here")
     spec = write_spec(tmp_path / "spec.yaml", tiny_spec(
-        ladder={"sizes": [3.0e3, 1.2e4, 3.0e4]},
-        train={"tokens": 24_000, "eval_every": 20, "checkpoint_every": 40}))
+        ladder={"sizes": [3.0e3, 1.2e4, 3.0e4, 6.0e4]},  # four rungs: the fit has a holdout
+        train={"tokens": 16_000, "eval_every": 20, "checkpoint_every": 40}))
     env = cli_env() | {"PYTHONPATH": str(old_src)}
     old = subprocess.run([sys.executable, "-m", "scalelab", "run", str(spec), "--out",
                           str(tmp_path / "old")], capture_output=True, text=True, env=env,
@@ -58,4 +58,8 @@ def test_default_task_and_family_train_exactly_as_before(tmp_path):
     # Every key summary.json had before is still there (new keys are additions).
     assert set(before["study"]) <= set(after["study"])
     assert set(before["rungs"][0]) <= set(after["rungs"][0])
+    assert set(before["fits"][0]) <= set(after["fits"][0])
+    assert set(before["fits"][0]["holdout"]) <= set(after["fits"][0]["holdout"])
+    assert after["fits"][0]["holdout"]["rel_error"] == pytest.approx(
+        before["fits"][0]["holdout"]["rel_error"], rel=1e-6)
     assert os.path.isfile(tmp_path / "new" / "report.html")

@@ -14,9 +14,9 @@ def test_defaults_are_full_and_two_lora_ranks_with_documented_settings():
     ms = parse_methods(None)
     assert [m.text for m in ms] == list(DEFAULT_METHODS) == ["full", "lora:r=4", "lora:r=16"]
     full, r4, r16 = ms
-    assert (full.kind, full.lr.value, full.lr.relative) == ("full", 0.1, True)
+    assert (full.kind, full.lr.value, full.lr.relative) == ("full", 1.0, True)
     assert (r4.rank, r4.alpha, r4.dropout, r4.targets) == (4, 16.0, 0.0, None)
-    assert (r16.rank, r16.lr.value, r16.lr.relative) == (16, 1.0, True)
+    assert (r16.rank, r16.lr.value, r16.lr.relative) == (16, 3.0, True)
     assert [m.slug for m in ms] == ["full", "lora-r4", "lora-r16"]
 
 

@@ -28,6 +28,8 @@ def test_old_study_holdout_reads_as_a_largest_1_record():
         "rule": "largest:1", "n_fit": None, "n_test": 1, "max_fit_size": None,
         "points": [V1_POINT], "folds": None, "mean_rel_error": 0.03202386125644425,
         "mean_abs_rel_error": 0.03202386125644425, "params": None, "on_bound": None,
+        "x": V1_POINT["x"], "predicted": V1_POINT["predicted"],
+        "measured": V1_POINT["measured"], "rel_error": 0.03202386125644425, "interval": None,
     }
     assert ho.largest() == V1_POINT
 

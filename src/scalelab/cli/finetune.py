@@ -29,12 +29,12 @@ the gap of each method to full fine-tuning against N, and rebuild the report.
 
 Methods (default {",".join(DEFAULT_METHODS)}):
 
-    full                 every weight trains; lr 0.1x the rung's own peak
+    full                 every weight trains; lr 1x the rung's own peak
     lora:r=R             LoRA of rank R on every Linear layer but the output;
-                         alpha 16, dropout 0, lr 1x the rung's peak
+                         alpha 16, dropout 0, lr 3x the rung's peak
        :alpha=A :dropout=P :targets=all|attn|mlp|NAME+NAME :lr=X|Mx
     ia3                  IA3 scaling vectors (attention projections, MLP
-                         inner activation); lr 1x; :targets=... :lr=...
+                         inner activation); lr 3x; :targets=... :lr=...
 
 The second task (--on): {ON_HELP}. The default is this Python's standard-library test/ \
 folder (.py files, byte-level), which the default study left out of its training data.
