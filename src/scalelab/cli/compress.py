@@ -68,8 +68,10 @@ difference from the fp32 rung is its quantization error.
 
 A fine-tuned model (`scalelab finetune`) is exported with --finetune NAME: a LoRA or IA3 needs \
 --merge, which folds the adapter into the base weights and checks the merged model against the \
-adapter model (max absolute logit difference on the second task's inputs; over 1e-5 is exit \
-code 1); --weights writes the merged (or fully fine-tuned) model as safetensors, --onnx as ONNX.
+adapter model (max absolute logit difference on the second task's validation inputs, computed \
+in float64 so that only the merge is judged; over 1e-5 is exit code 1; the float32 difference, \
+forward-pass rounding included, is printed beside it); --weights writes the merged (or fully \
+fine-tuned) model as safetensors, --onnx as ONNX.
 
 Examples:
 
@@ -344,12 +346,17 @@ def _export_finetune(folder: Path, name: str, merge: bool, onnx: Path | None,
     trained, shipped = load_finetune(folder, ft, rungs, family)
     failed = False
     if peft:
-        diff = max_abs_logit_diff(trained, shipped, task)
-        ok = diff <= MERGE_TOLERANCE
+        from scalelab.finetune.adapters import merge_diff
+
+        x, _ = task.eval_data(16 * max(1, task.units_per_batch(1)), "val")
+        diff = merge_diff(trained, shipped, x[:16])
+        ok = diff["float64"] <= MERGE_TOLERANCE
         failed |= not ok
         console.print(f"merged {ft['method']} into rung {ft['of_rung']}'s weights; max abs logit "
-                      f"difference, merged vs adapter model: {diff:.3g} "
-                      f"({'ok' if ok else 'FAILED'}, limit {MERGE_TOLERANCE:g})")
+                      f"difference, merged vs adapter model: {diff['float64']:.3g} in float64 "
+                      f"({'ok' if ok else 'FAILED'}, limit {MERGE_TOLERANCE:g}); "
+                      f"{diff['float32']:.3g} in float32 (rounding of the forward passes "
+                      "included)")
     elif merge:
         console.print(f"{name} is a full fine-tune: nothing to merge")
     if weights is not None:

@@ -29,7 +29,9 @@ What a fine-tune record holds (`study.db` table `finetunes`, summary.json `finet
   fine-tuned model (full: the same file; LoRA/IA3: the merged model, saved once to measure it);
 - `latency_ms`: the shipped model's (full, or the merged LoRA/IA3) forward latency at the study's
   batch sizes, as for rungs; `extra.merge_max_abs_diff`: the largest absolute logit difference
-  between the adapter model and its merge on the validation inputs;
+  between the adapter model and its merge on validation inputs, computed in float64 (the merge
+  alone; `extra.merge_max_abs_diff_fp32`: the same in float32, rounding of the two fp32
+  forward passes included; see `adapters.merge_diff`);
 - `curve`: {step, tokens, train_loss, val_loss, lr} points, as a rung's curve;
 - `window_losses`: {"zero_shot": [...], "finetuned": [...]}, each validation window's mean loss
   before and after fine-tuning (store only, not summary.json): the paired intervals of the gaps
@@ -79,15 +81,12 @@ def window_losses(model: torch.nn.Module, task: Any, device: torch.device,
     return out
 
 
-@torch.no_grad()
-def max_logit_diff(a: torch.nn.Module, b: torch.nn.Module, task: Any, device: torch.device,
-                   n: int = 16) -> float:
-    """Largest absolute output difference of two models on the first `n` validation inputs."""
-    a.eval()
-    b.eval()
+def merge_check(a: torch.nn.Module, b: torch.nn.Module, task: Any, device: torch.device,
+                n: int = 16) -> dict:
+    """`adapters.merge_diff` of an adapter model and its merge on the first `n` validation
+    inputs (real data: larger logits than random inputs)."""
     x, _ = task.eval_data(n * max(1, task.units_per_batch(1)), "val")
-    x = x[:n].to(device)
-    return float((a(x).float() - b(x).float()).abs().max().item())
+    return adapters.merge_diff(a, b, x[:n].to(device))
 
 
 def base_model(folder: Path, job: Job, plan: FineTunePlan, device: torch.device) -> Any:
@@ -204,17 +203,19 @@ def run_finetunes(store: StudyStore, plan: FineTunePlan, device: torch.device, *
             tmp = path.with_name(f".{job.name}.merged.safetensors")
             full_bytes = save_weights(ship, tmp)
             tmp.unlink(missing_ok=True)
-            diff = max_logit_diff(trained, ship, plan.task, device)
+            diff = merge_check(trained, ship, plan.task, device)
         else:
             nbytes = full_bytes = save_weights(trained, path)
-            diff = None
+            diff = {"float64": None, "float32": None}
         lat = measure.latencies(ship, plan.task, device, m.latency_batches, m.latency_repeats)
         n_ship, ne_ship = plan.family.count_params(ship)
         val = ev.pop("loss")
         record["window_losses"]["finetuned"] = wl
         record.update(status="done", val_loss=val if math.isfinite(val) else None, metrics=ev,
                       bytes=nbytes, full_bytes=full_bytes, latency_ms=lat)
-        record["extra"].update(file=str(path.relative_to(folder)), merge_max_abs_diff=diff,
+        record["extra"].update(file=str(path.relative_to(folder)),
+                               merge_max_abs_diff=diff["float64"],
+                               merge_max_abs_diff_fp32=diff["float32"],
                                shipped_n_params=n_ship, shipped_n_nonembed=ne_ship,
                                base_bytes=job.row.get("checkpoint_bytes"),
                                measured_on=str(device), all_params_training=total)
@@ -230,4 +231,4 @@ def run_finetunes(store: StudyStore, plan: FineTunePlan, device: torch.device, *
     return [f for f in store.finetunes() if f["task"] == plan.second.slug]
 
 
-__all__ = ["max_logit_diff", "run_finetunes", "window_losses"]
+__all__ = ["merge_check", "run_finetunes", "window_losses"]

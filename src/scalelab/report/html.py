@@ -227,6 +227,8 @@ def _shape_text(r: Mapping[str, Any]) -> str:
         return "—"
     if r.get("n_head") is not None:
         text = f"{text} · {r['n_head']} heads"
+    if r.get("repeat"):  # a seed repeat, or the fold of a k-fold task
+        text = f"{text} · repeat {r['repeat']}"
     return str(text)
 
 
