@@ -26,7 +26,7 @@ def test_settings_and_slugs():
     assert (m.lr.value, m.lr.relative, m.lr.resolve(1e-3)) == (3e-4, False, 3e-4)
     assert m.slug == "lora-r8-a32-d0.05-attn-lr0.0003"
     assert parse_method("full:lr=0.3x").lr.resolve(2e-3) == pytest.approx(6e-4)
-    assert parse_method("ia3").slug == "ia3"
+    assert parse_method("ia3").slug == "ia3" and parse_method("ia3").lr.value == 10.0
     assert parse_method("lora:r=4:targets=qkv+mlp.fc").targets == ("qkv", "mlp.fc")
 
 

@@ -34,7 +34,7 @@ Methods (default {",".join(DEFAULT_METHODS)}):
                          alpha 16, dropout 0, lr 3x the rung's peak
        :alpha=A :dropout=P :targets=all|attn|mlp|NAME+NAME :lr=X|Mx
     ia3                  IA3 scaling vectors (attention projections, MLP
-                         inner activation); lr 3x; :targets=... :lr=...
+                         inner activation); lr 10x; :targets=... :lr=...
 
 The second task (--on): {ON_HELP}. The default is this Python's standard-library test/ \
 folder (.py files, byte-level), which the default study left out of its training data.
@@ -136,7 +136,8 @@ def finetune(
     if plan.spec.measure.threads:
         torch.set_num_threads(plan.spec.measure.threads)
     console.print(f"second task {plan.second.slug}: {plan.task.fingerprint().get('files', '?')} "
-                  f"files, {plan.D:,} {plan.task.unit}s per fine-tune; "
+                  f"files, {(plan.jobs[0].plan.D if plan.jobs else plan.D):,} "
+                  f"{plan.task.unit}s per fine-tune; "
                   f"{len(plan.jobs)} to train, {len(plan.kept)} kept")
     with StudyStore.create_or_open(folder) as store:
         # Re-plan under the lock: another process may have changed the study in between.
