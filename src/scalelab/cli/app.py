@@ -1,7 +1,11 @@
 """The Typer app every command module registers on, and the shared Rich console."""
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 app = typer.Typer(
     name="scalelab",
@@ -16,3 +20,21 @@ app = typer.Typer(
 # rung table.
 console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True)
+
+
+@contextmanager
+def named_progress() -> Iterator[Callable[[str, int, int, float], None]]:
+    """Progress bars for work that reports `on_progress(name, step, total, loss)` (variants,
+    fine-tunes): one bar per name, updated every 10 steps; gone when the block ends."""
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
+                  console=console, transient=True) as bar:
+        bars: dict[str, int] = {}
+
+        def on_progress(name: str, step: int, total: int, loss: float) -> None:
+            if name not in bars:
+                bars[name] = bar.add_task(name, total=total, loss="-")
+            if step % 10 == 0 or step == total:
+                bar.update(bars[name], completed=step, loss=f"{loss:.3f}")
+
+        yield on_progress

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scalelab.cli.app import app, console
+from scalelab.cli.app import app, console, named_progress
 from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
 from scalelab.errors import UserError
 
@@ -137,17 +136,7 @@ def compress(
 
     with StudyStore.create_or_open(folder) as store:
         plan = plan_compress(store.rungs(), rung, methods, family.name, task.objective)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            bars: dict[str, int] = {}
-
-            def on_progress(name: str, step: int, total: int, loss: float) -> None:
-                if name not in bars:
-                    bars[name] = bar.add_task(name, total=total, loss="-")
-                if step % 10 == 0 or step == total:
-                    bar.update(bars[name], completed=step, loss=f"{loss:.3f}")
-
+        with named_progress() as on_progress:
             records = compress_study(store, spec, task, family, dev, plan=plan,
                                      on_event=lambda msg: console.print(msg),
                                      on_progress=on_progress, redo=True)

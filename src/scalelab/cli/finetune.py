@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scalelab.cli.app import app, console
+from scalelab.cli.app import app, console, named_progress
 from scalelab.errors import UserError
 from scalelab.finetune.methods import DEFAULT_METHODS
 from scalelab.finetune.second_task import ON_HELP
@@ -142,17 +141,7 @@ def finetune(
     with StudyStore.create_or_open(folder) as store:
         # Re-plan under the lock: another process may have changed the study in between.
         plan = plan_finetune(folder, store.study(), store.rungs(), store.finetunes(), **args)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("loss {task.fields[loss]}"), TimeElapsedColumn(),
-                      console=console, transient=True) as bar:
-            bars: dict[str, int] = {}
-
-            def on_progress(name: str, step: int, total: int, loss: float) -> None:
-                if name not in bars:
-                    bars[name] = bar.add_task(name, total=total, loss="-")
-                if step % 10 == 0 or step == total:
-                    bar.update(bars[name], completed=step, loss=f"{loss:.3f}")
-
+        with named_progress() as on_progress:
             records = run_finetunes(store, plan, dev, on_event=lambda m: console.print(m),
                                     on_progress=on_progress)
         summary = write_outputs(store)

@@ -19,15 +19,16 @@ Pareto frontier over (loss, latency, bytes) are ringed.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from scalelab import select
+from scalelab.report.html import esc as _e
 from scalelab.report.html import fmt_bytes
-from scalelab.report.plots import to_inline_svg
+from scalelab.report.html import fmt_spec as _fmt
+from scalelab.report.plots import section_rc, to_inline_svg
 from scalelab.values import finite
 
 MARKERS = {"int8": "s", "fp16": "^", "bf16": "v", "prune": "D", "sparse": "X", "lowrank": "P",
@@ -36,18 +37,7 @@ COLORS = {"int8": "#d95f02", "fp16": "#7570b3", "bf16": "#a6761d", "prune": "#e7
           "sparse": "#666666", "lowrank": "#1b9e77", "distill": "#e6ab02"}
 RUNG_COLOR = "#1f3b73"
 LAW_COLOR = "#d95f02"
-_RC = {"svg.fonttype": "none", "svg.hashsalt": "scalelab-compress", "font.size": 9.0,
-       "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-       "grid.color": "#e3e3e3", "grid.linewidth": 0.6, "legend.fontsize": 7.5}
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _fmt(x: Any, spec: str, suffix: str = "") -> str:
-    f = finite(x)
-    return "—" if f is None else format(f, spec) + suffix
+_RC = section_rc("compress")
 
 
 def _unit(summary: Mapping[str, Any]) -> str:

@@ -10,31 +10,21 @@ family or task.
 
 from __future__ import annotations
 
-import html
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from scalelab.report.html import esc as _e
 from scalelab.report.html import fmt_bytes
-from scalelab.report.plots import to_inline_svg
+from scalelab.report.html import fmt_spec as _fmt
+from scalelab.report.plots import section_rc, to_inline_svg
 from scalelab.values import finite
 
 PALETTE = ("#1f3b73", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
            "#666666")
 ZERO_COLOR = "#999999"
-_RC = {"svg.fonttype": "none", "svg.hashsalt": "scalelab-finetune", "font.size": 9.0,
-       "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True,
-       "grid.color": "#e3e3e3", "grid.linewidth": 0.6, "legend.fontsize": 7.5}
-
-
-def _e(x: Any) -> str:
-    return html.escape(str(x))
-
-
-def _fmt(x: Any, spec: str, suffix: str = "") -> str:
-    f = finite(x)
-    return "—" if f is None else format(f, spec) + suffix
+_RC = section_rc("finetune")
 
 
 def _slug(f: Mapping[str, Any]) -> str:

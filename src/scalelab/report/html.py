@@ -9,6 +9,7 @@ fingerprint, divergence reasons) goes through Jinja2 with autoescaping; only our
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import tempfile
@@ -32,6 +33,17 @@ _TEMPLATES = Path(__file__).with_name("templates")
 
 
 # --------------------------------------------------------------------------- formatting
+
+
+def esc(x: Any) -> str:
+    """Text for hand-built HTML (the report's sections outside the template)."""
+    return html.escape(str(x))
+
+
+def fmt_spec(v: Any, spec: str, suffix: str = "") -> str:
+    """A finite number in a format spec, or a dash."""
+    f = finite(v)
+    return "—" if f is None else format(f, spec) + suffix
 
 
 def fmt_flops(v: Any) -> str:
@@ -644,12 +656,12 @@ def render_report(
     Values of unfinished rungs may be None; NaN/inf are shown as such, never plotted.
     """
     out_path = Path(out_path)
-    html = build_report_html(summary, curves, extra_sections)
+    page = build_report_html(summary, curves, extra_sections)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=out_path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
+            fh.write(page)
         os.replace(tmp, out_path)
     except BaseException:
         with contextlib.suppress(OSError):

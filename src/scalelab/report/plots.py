@@ -65,6 +65,17 @@ _RC = {
     "axes.edgecolor": "#555555",
     "axes.axisbelow": True,
 }
+# The report's extra sections (compression, fine-tuning) draw in a lighter style of their own.
+SECTION_RC = {"svg.fonttype": "none", "font.size": 9.0, "axes.spines.top": False,
+              "axes.spines.right": False, "axes.grid": True, "grid.color": "#e3e3e3",
+              "grid.linewidth": 0.6, "legend.fontsize": 7.5}
+
+
+def section_rc(salt: str) -> dict:
+    """SECTION_RC with the section's own SVG id salt, so ids never collide across sections."""
+    return {**SECTION_RC, "svg.hashsalt": f"scalelab-{salt}"}
+
+
 _NO_METADATA = {"Creator": None, "Date": None, "Format": None, "Type": None}
 
 MEASURED = "#1f3b73"
