@@ -1,20 +1,33 @@
-"""Throughput of scalelab's trainer against a plain PyTorch loop, in the same run.
+"""Throughput of scalelab's trainer against a plain PyTorch loop, in the same run, per rung size.
 
-A ~1M-non-embedding-parameter GPT rung (the default ladder's largest) on CPU, same batch and
-block size, same AdamW settings. Our trainer does everything it does in a study (schedule,
-clipping, finite checks, progress callback, periodic evaluation); checkpoints are switched off by
-an interval longer than the run, because a plain loop writes none either. Both are timed over the
-same number of steps after a warm-up; the order alternates over rounds and the median is kept.
+For each chosen rung of the default ladder (by default the smallest, a middle one and the largest,
+~13k to ~1M non-embedding parameters), on CPU or CUDA, with the same batch, block size and AdamW
+settings:
 
-    python benchmarks/train_throughput.py [--steps 150] [--rounds 3] [--json OUT]
+- plain: the loop a person writes by hand: `AdamW(model.parameters())` with its defaults, bf16
+  autocast on CUDA (as anyone would there), nothing else;
+- ours: the whole `train_rung` call as a study makes it (schedule, clipping, finite checks, a
+  progress callback, the periodic evaluation at the study's own interval and size), timed from
+  outside by the wall clock; only checkpoints are switched off by an interval longer than the
+  run, because the plain loop writes none either.
+
+Both run the same number of steps after a warm-up; the order alternates over rounds and the median
+of each is kept. MFU is the counted FLOPs of a training step (torch's flop counter) × steps / the
+median time, against the GEMM peak measured in the same run and, on CUDA, the vendor's bf16 peak.
+
+    python benchmarks/train_throughput.py [--device cpu|cuda] [--rungs 0,2,5] [--steps 250]
+                                          [--rounds 3] [--json OUT]
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
+import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,77 +38,126 @@ from torch.nn import functional as F
 from scalelab.ladder import plan_ladder
 from scalelab.spec import StudySpec
 from scalelab.study import resolve
+from scalelab.tasks.base import autocast
 from scalelab.train import measure
-from scalelab.train.loop import train_rung
+from scalelab.train.loop import configure_device, train_rung
 
 
-def plain_loop(plan, task, family, steps: int) -> float:
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def plain_loop(plan, task, family, device: torch.device, steps: int) -> float:
     """The loop a person writes by hand: seconds for `steps` optimizer steps."""
     torch.manual_seed(plan.seed)
-    model = family.build(plan.shape)
+    model = family.build(plan.shape).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=plan.lr, betas=(0.9, 0.99),
                             weight_decay=0.1)
     gen = torch.Generator().manual_seed(plan.seed)
+    _sync(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         x, y = task.batch(plan.batch_size, gen)
-        logits = model(x)
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), y.reshape(-1))
+        x, y = x.to(device), y.to(device)
+        with autocast(device):
+            logits = model(x)
+        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.reshape(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    _sync(device)
     return time.perf_counter() - t0
 
 
-def our_loop(plan, task, family, spec: StudySpec, steps: int) -> float:
+def our_loop(plan, task, family, spec: StudySpec, device: torch.device, steps: int) -> float:
+    """Wall-clock seconds of a whole `train_rung` call of `steps` steps."""
     p = dataclasses.replace(plan, steps=steps, warmup_steps=max(1, steps // 20))
-    t = spec.train.model_copy(update={"checkpoint_every": 10 * steps, "eval_every": 50,
-                                      "eval_tokens": 4096})
+    t = spec.train.model_copy(update={"checkpoint_every": 10 * steps})
     with tempfile.TemporaryDirectory() as tmp:
-        out = train_rung(p, task, t, torch.device("cpu"), Path(tmp), family=family,
-                         on_progress=lambda step, loss: None)
-    return out.train_seconds
+        _sync(device)
+        t0 = time.perf_counter()
+        train_rung(p, task, t, device, Path(tmp), family=family,
+                   on_progress=lambda step, loss: None)
+        _sync(device)
+        return time.perf_counter() - t0
+
+
+def measure_rung(plan, task, family, spec, device, steps: int, rounds: int,
+                 gemm_peak: float, vendor_peak: float | None) -> dict:
+    plain_loop(plan, task, family, device, 5)  # warm-up: allocator, kernels, corpus first-touch
+    ours_s: list[float] = []
+    plain_s: list[float] = []
+    for r in range(rounds):
+        runs = [(ours_s, lambda: our_loop(plan, task, family, spec, device, steps)),
+                (plain_s, lambda: plain_loop(plan, task, family, device, steps))]
+        for times, fn in runs if r % 2 == 0 else runs[::-1]:
+            times.append(fn())
+    ours, plain = statistics.median(ours_s), statistics.median(plain_s)
+    tokens = steps * plan.units_per_step
+    model = family.build(plan.shape).to(device)
+    step_flops = measure.train_step_flops(model, task.example_input(plan.batch_size).to(device))
+    flops_per_s = step_flops * steps / ours
+    return {
+        "rung": plan.rung, "n_nonembed": plan.n_nonembed, "shape": plan.describe,
+        "batch": plan.batch_size, "block": plan.shape.get("block_size"),
+        "ours_s": ours_s, "plain_s": plain_s,
+        "ours_tokens_per_s": tokens / ours, "plain_tokens_per_s": tokens / plain,
+        "ratio": plain / ours, "step_flops": step_flops,
+        "mfu": flops_per_s / gemm_peak,
+        "mfu_vendor": flops_per_s / vendor_peak if vendor_peak else None,
+    }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--rungs", default=None,
+                    help="comma-separated rung indices of the default ladder "
+                         "(default: smallest, middle, largest)")
+    ap.add_argument("--steps", type=int, default=250)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        print("error: --device cuda but no CUDA device is available", file=sys.stderr)
+        sys.exit(2)
 
+    device = torch.device(args.device)
+    configure_device(device)
     spec = StudySpec()
     res = resolve(spec)
     task, family = res.task, res.family
-    plan = plan_ladder(spec, task, family)[-1]
-    tokens = args.steps * plan.units_per_step
-    plain_loop(plan, task, family, 10)  # warm-up: allocator, kernels, first-touch of the corpus
-    ours_s, plain_s = [], []
-    for r in range(args.rounds):
-        pair = [("ours", our_loop), ("plain", plain_loop)]
-        for name, fn in pair if r % 2 == 0 else pair[::-1]:
-            secs = (fn(plan, task, family, spec, args.steps) if name == "ours"
-                    else fn(plan, task, family, args.steps))
-            (ours_s if name == "ours" else plain_s).append(secs)
-    ours_tps = tokens / statistics.median(ours_s)
-    plain_tps = tokens / statistics.median(plain_s)
-    model = family.build(plan.shape)
-    step_flops = measure.train_step_flops(model, task.example_input(plan.batch_size))
-    peak = measure.gemm_peak_flops(torch.device("cpu"))
-    mfu = step_flops * args.steps / statistics.median(ours_s) / peak
+    plans = plan_ladder(spec, task, family)
+    picks = ([int(i) for i in args.rungs.split(",")] if args.rungs
+             else sorted({0, len(plans) // 2, len(plans) - 1}))
+    gemm_peak = measure.gemm_peak_flops(device)
+    vendor_peak = measure.vendor_peak_flops(device)
+    rows = [measure_rung(plans[i], task, family, spec, device, args.steps, args.rounds,
+                         gemm_peak, vendor_peak) for i in picks]
+    largest = rows[-1]
     result = {
-        "rung_n_nonembed": plan.n_nonembed, "batch": plan.batch_size,
-        "block": plan.shape["block_size"],
-        "steps": args.steps, "rounds": args.rounds, "threads": torch.get_num_threads(),
-        "ours_tokens_per_s": ours_tps, "plain_tokens_per_s": plain_tps,
-        "ratio": ours_tps / plain_tps, "mfu": mfu, "gemm_peak_flops": peak,
-        "torch": torch.__version__,
+        "device": args.device, "machine": measure.machine_info(device)["machine"],
+        "processor": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(), "steps": args.steps, "rounds": args.rounds,
+        "gemm_peak_flops": gemm_peak, "vendor_peak_flops": vendor_peak, "rungs": rows,
+        # The headline figures are the largest rung's (the one that dominates a study's time).
+        "ratio": largest["ratio"], "mfu": largest["mfu"],
+        "ours_tokens_per_s": largest["ours_tokens_per_s"],
+        "plain_tokens_per_s": largest["plain_tokens_per_s"],
     }
-    print(f"{'loop':<8}{'tokens/s':>12}{'median s':>10}")
-    print(f"{'ours':<8}{ours_tps:>12,.0f}{statistics.median(ours_s):>10.2f}")
-    print(f"{'plain':<8}{plain_tps:>12,.0f}{statistics.median(plain_s):>10.2f}")
-    print(f"ratio ours/plain = {result['ratio']:.3f}   MFU = {100 * mfu:.1f}% of "
-          f"{peak / 1e9:.0f} GFLOP/s measured GEMM peak ({result['threads']} threads)")
+    print(f"{'rung':>4} {'N (non-emb)':>12} {'shape':>7} {'ours tok/s':>11} {'plain tok/s':>12} "
+          f"{'ours/plain':>11} {'MFU':>6}" + (f" {'MFU vendor':>11}" if vendor_peak else ""))
+    for r in rows:
+        print(f"{r['rung']:>4} {r['n_nonembed']:>12,} {r['shape']:>7} "
+              f"{r['ours_tokens_per_s']:>11,.0f} {r['plain_tokens_per_s']:>12,.0f} "
+              f"{r['ratio']:>11.3f} {100 * r['mfu']:>5.1f}%"
+              + (f" {100 * r['mfu_vendor']:>10.1f}%" if vendor_peak else ""))
+    print(f"ratio ours/plain = {result['ratio']:.3f} at the largest rung (median of "
+          f"{args.rounds} rounds, throughput ratio)   MFU = {100 * result['mfu']:.1f}% of "
+          f"{gemm_peak / 1e9:.0f} GFLOP/s measured GEMM peak ({result['threads']} threads, "
+          f"{args.device})")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -20,13 +20,25 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 def test_train_throughput_writes_a_ratio(tmp_path):
     out = tmp_path / "train.json"
-    proc = _run(["benchmarks/train_throughput.py", "--steps", "6", "--rounds", "1",
-                 "--json", str(out)])
+    proc = _run(["benchmarks/train_throughput.py", "--rungs", "0,1", "--steps", "6",
+                 "--rounds", "1", "--json", str(out)])
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
-    assert result["ratio"] > 0 and 0 < result["mfu"] < 1
-    assert (result["steps"], result["rounds"]) == (6, 1)
+    assert [r["rung"] for r in result["rungs"]] == [0, 1]
+    for row in result["rungs"]:
+        assert row["ratio"] > 0 and 0 < row["mfu"] < 1 and row["mfu_vendor"] is None
+        assert len(row["ours_s"]) == len(row["plain_s"]) == 1
+    assert result["ratio"] == result["rungs"][-1]["ratio"]
+    assert (result["steps"], result["rounds"], result["device"]) == (6, 1, "cpu")
     assert "ratio ours/plain" in proc.stdout
+
+
+def test_train_throughput_without_cuda_is_exit_code_2():
+    if __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    proc = _run(["benchmarks/train_throughput.py", "--device", "cuda"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: --device cuda but no CUDA device is available"
 
 
 # fit_speed.py exits 0 when both sides reach the same optimum (every parameter within 0.1%), 1
@@ -56,3 +68,23 @@ def test_fit_speed_missing_csv_is_exit_code_2(tmp_path):
     proc = _run(["benchmarks/fit_speed.py", "--csv", str(tmp_path / "missing.csv")])
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.strip() == f"error: {tmp_path / 'missing.csv'} not found"
+
+
+def test_precision_compile_reports_speed_and_loss_per_mode(tmp_path):
+    out = tmp_path / "prec.json"
+    proc = _run(["benchmarks/precision_compile.py", "--rungs", "0", "--steps", "5",
+                 "--modes", "fp32,bf16", "--json", str(out)])
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["mode"] for r in rows] == ["fp32", "bf16"]
+    assert rows[0]["speedup"] == 1.0 and rows[0]["loss_delta"] == 0.0
+    assert rows[1]["tokens_per_s"] > 0 and rows[1]["val_loss"] > 0
+    # bf16 matmuls round differently: the same seed and batches end at another loss.
+    assert rows[1]["loss_delta"] != 0.0
+
+
+def test_precision_compile_unknown_mode_is_exit_code_2():
+    proc = _run(["benchmarks/precision_compile.py", "--modes", "fp8"])
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("error: unknown mode 'fp8' (choose from fp32, bf16, compile, "
+                                   "bf16+compile)")

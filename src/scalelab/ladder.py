@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
 from scalelab.errors import UserError
 from scalelab.models.base import Family
 from scalelab.records import RungPlan
@@ -19,12 +17,7 @@ from scalelab.tasks.base import Task
 
 
 def target_sizes(spec: StudySpec) -> list[float]:
-    lad = spec.ladder
-    if lad.sizes is not None:
-        return sorted(float(s) for s in lad.sizes)
-    if lad.n_rungs == 1:
-        return [float(lad.max_nonembed)]
-    return [float(s) for s in np.geomspace(lad.min_nonembed, lad.max_nonembed, lad.n_rungs)]
+    return spec.ladder.targets()
 
 
 def learning_rate(spec: StudySpec, n_nonembed: int) -> float:
@@ -66,8 +59,7 @@ def plan_ladder(spec: StudySpec, task: Task, family: Family) -> list[RungPlan]:
             )
         seen.append(shape)
         n_params, n_nonembed = family.count_params(family.build(shape))
-        units = int(t.tokens_per_param * n_nonembed) if t.tokens_per_param else t.tokens
-        steps = max(1, math.ceil(units / per_step))
+        steps = max(1, math.ceil(int(t.budget(n_nonembed)) / per_step))
         # With k-fold cross-validation every size is trained once per fold (the rung's
         # `repeat`), from the same seed: the spread across folds is the data's, not the init's.
         # Seed repeats differ in their seed: repeat r of size i has seed + i + r * sizes, so

@@ -67,7 +67,8 @@ class RungResult:
     flops: float | None = None
     flops_6nd: float | None = None
     units_per_s: float | None = None
-    mfu: float | None = None
+    mfu: float | None = None  # against the measured GEMM peak (the study's gemm_peak_flops)
+    energy_j: float | None = None  # the device's energy over the rung's training (NVML), if any
     peak_mem_bytes: int | None = None
     checkpoint_bytes: int | None = None
     latency_ms: dict[str, dict] | None = None

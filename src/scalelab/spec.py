@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -62,6 +63,15 @@ class LadderSpec(_Strict):
     repeats: int = Field(1, ge=1, le=32)
     repeats_below: float | None = Field(None, gt=0)
 
+    def targets(self) -> list[float]:
+        """The target sizes, ascending."""
+        if self.sizes is not None:
+            return sorted(float(s) for s in self.sizes)
+        if self.n_rungs == 1:
+            return [float(self.max_nonembed)]
+        return [float(s) for s in
+                np.geomspace(self.min_nonembed, self.max_nonembed, self.n_rungs)]
+
     @model_validator(mode="after")
     def _check(self) -> LadderSpec:
         if self.repeats_below is not None and self.repeats < 2:
@@ -77,13 +87,18 @@ class LadderSpec(_Strict):
 
 
 class TrainSpec(_Strict):
-    """One rung's training. Budget D: `tokens` per rung, or `tokens_per_param` × n_nonembed
-    when that is set; both count the task's unit of D (bytes or tokens for text, examples for
-    tabular data and images). The learning rate follows
+    """One rung's training. Budget D, in the task's unit (bytes or tokens for text, examples for
+    tabular data and images), one of:
+    - `tokens` for every rung (`tokens_exponent` 0, the default);
+    - a budget that grows with size: `tokens × (n_nonembed / tokens_ref_nonembed) ^
+      tokens_exponent`, so `tokens` is the budget of a rung of `tokens_ref_nonembed`;
+    - `tokens_per_param × n_nonembed` (D ∝ N). The learning rate follows
     `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent` (lr ∝ N^-1/3 by default), with linear
     warm-up then cosine decay to `min_lr_frac × lr` over each rung's own number of steps."""
 
     tokens: int = Field(4_000_000, gt=0)
+    tokens_exponent: float = Field(0.0, ge=0, le=2)
+    tokens_ref_nonembed: float = Field(1e6, gt=0)
     tokens_per_param: float | None = Field(None, gt=0)
     batch_size: int = Field(16, gt=0)
     lr: float = Field(3e-3, gt=0)
@@ -103,6 +118,25 @@ class TrainSpec(_Strict):
         3.0, gt=1, description="diverged when an interval's mean training loss exceeds "
                                "factor × the best such mean so far")
     seed: int = 0
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        "auto", description="matmul precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    compile: bool | Literal["auto"] = Field(
+        "auto", description="torch.compile the model: auto = on CUDA only (on CPU the compile "
+                            "time was never won back; README, 'Precision and compilation')")
+
+
+    def budget(self, n_nonembed: float) -> float:
+        """A rung's budget D in the task's unit, by the rule above."""
+        if self.tokens_per_param:
+            return self.tokens_per_param * n_nonembed
+        return self.tokens * (n_nonembed / self.tokens_ref_nonembed) ** self.tokens_exponent
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainSpec:
+        if self.tokens_per_param is not None and self.tokens_exponent:
+            raise ValueError("tokens_per_param and tokens_exponent are two budget rules; "
+                             "give one")
+        return self
 
 
 class MeasureSpec(_Strict):
@@ -137,6 +171,48 @@ class CompressSpec(_Strict):
                           "distill[:RUNG]; default: the default methods that apply to the study")
 
 
+class ExecuteSpec(_Strict):
+    """Resources of one rung when an executor places rungs on a cluster (`--executor ray`):
+    CPUs and GPUs each rung's task asks for (rungs run side by side where they fit), how often a
+    rung whose worker died is retried (each retry resumes from its last checkpoint), and the CPUs
+    of a Ray started inside this process (no `--address`; default: every core)."""
+
+    num_cpus: float = Field(1, gt=0)
+    num_gpus: float = Field(0, ge=0)
+    max_retries: int = Field(3, ge=0)
+    local_cpus: int | None = Field(None, gt=0)
+
+
+class TuneSpec(_Strict):
+    """The search space of `scalelab tune`, searched per rung by Optuna's TPE: a key left out is
+    not searched. `lr`: [low, high] of the peak learning rate (log-uniform); `warmup_frac`:
+    [low, high] (uniform); `batch_size`: the choices. `trials` per rung (`--trials` overrides);
+    `prune`: stop hopeless trials early from their validation curves (median rule)."""
+
+    lr: list[float] | None = None
+    warmup_frac: list[float] | None = None
+    batch_size: list[int] | None = None
+    trials: int = Field(8, ge=1, le=1000)
+    prune: bool = True
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneSpec:
+        if self.lr is not None and (len(self.lr) != 2 or not 0 < self.lr[0] < self.lr[1]):
+            raise ValueError("lr must be [low, high] with 0 < low < high")
+        w = self.warmup_frac
+        if w is not None and (len(w) != 2 or not 0 <= w[0] < w[1] < 1):
+            raise ValueError("warmup_frac must be [low, high] with 0 <= low < high < 1")
+        if self.batch_size is not None and (not self.batch_size
+                                            or any(b <= 0 for b in self.batch_size)):
+            raise ValueError("batch_size must be a list of positive integers")
+        return self
+
+    @property
+    def searched(self) -> list[str]:
+        return [k for k in ("lr", "warmup_frac", "batch_size") if getattr(self, k) is not None]
+
+
 class StudySpec(_Strict):
     name: str = Field("default", min_length=1)
     task: TaskSpec = Field(default_factory=TaskSpec)
@@ -147,21 +223,60 @@ class StudySpec(_Strict):
     fit: FitSpec = Field(default_factory=FitSpec)
     compress: CompressSpec | None = None
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Where rungs run (`--executor ray`) and what `scalelab tune` searches; neither changes what a
+    # rung is, so a study resumes whatever they say.
+    execute: ExecuteSpec = Field(default_factory=ExecuteSpec)
+    tune: TuneSpec | None = None
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
+QUICK_RUNGS = 4  # the smallest sizes of the ladder that a quick look trains
+QUICK_MAX_UNITS = 1_600_000  # the most any quick rung trains on (about 30 s for 156k on 2 cores)
+
+
 def quick_spec(spec: StudySpec | None = None) -> StudySpec:
-    """A one-to-two-minute version of a spec for a first look: fewer, smaller, shorter rungs."""
-    base = spec or StudySpec()
+    """A first look at a spec in a minute or two (on 2 CPU cores for the default study): the
+    `QUICK_RUNGS` smallest sizes of its ladder, one run each, under the spec's own budget rule
+    scaled down where needed so that no rung trains on more than `QUICK_MAX_UNITS`; fewer
+    evaluation windows and bootstrap resamples. Because it keeps the spec's sizes and budget
+    rule, the quick study of the default study is its smaller half, and its loss falls at every
+    rung as the full study's does."""
+    base = spec or default_spec()
     data = base.model_dump()
-    data["ladder"].update(sizes=None, n_rungs=4, min_nonembed=1e4, max_nonembed=1.2e5)
-    data["train"].update(tokens=600_000, eval_every=100, checkpoint_every=200,
-                         final_eval_tokens=65_536)
-    data["fit"].update(bootstrap=200)
+    sizes = base.ladder.targets()[:QUICK_RUNGS]
+    scale = min(1.0, QUICK_MAX_UNITS / max(base.train.budget(n) for n in sizes))
+    data["ladder"].update(sizes=sizes, repeats=1, repeats_below=None)
+    train = data["train"]
+    if train["tokens_per_param"]:
+        train["tokens_per_param"] *= scale
+    else:
+        train["tokens"] = max(1, int(train["tokens"] * scale))
+    train.update(eval_every=100, checkpoint_every=200,
+                 final_eval_tokens=min(train["final_eval_tokens"], 65_536))
+    data["fit"].update(bootstrap=min(base.fit.bootstrap, 200))
     data["measure"].update(latency_repeats=10)
     return StudySpec.model_validate(data)
+
+
+PRESETS = ("default", "gpu")
+
+
+def preset_spec(name: str) -> StudySpec:
+    """A study spec that ships with scalelab (`src/scalelab/presets/NAME.yaml`): `default` is
+    the default study (`scalelab run` without a spec), `gpu` a ladder to 100M parameters for
+    one CUDA GPU. The presets are plain specs: copy one to start your own."""
+    if name not in PRESETS:
+        raise UserError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
+    return load_spec(Path(__file__).parent / "presets" / f"{name}.yaml")
+
+
+def default_spec() -> StudySpec:
+    """The default study. Its ladder and budgets are a preset rather than StudySpec's field
+    defaults, which stay the plain rules a spec builds on (one budget for every rung, one run
+    per size), so a spec that sets `tokens` gets that budget for every rung."""
+    return preset_spec("default")
 
 
 def parse_options(options_model: type[BaseModel], options: dict, where: str) -> BaseModel:

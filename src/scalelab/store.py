@@ -64,7 +64,7 @@ CREATE TABLE IF NOT EXISTS rungs (
     D INTEGER, unit TEXT, steps INTEGER, lr REAL, seed INTEGER,
     val_loss REAL, train_loss REAL, metrics_json TEXT,
     flops REAL, flops_6nd REAL,
-    train_seconds REAL, units_per_s REAL, mfu REAL,
+    train_seconds REAL, units_per_s REAL, mfu REAL, energy_j REAL,
     peak_mem_bytes INTEGER, checkpoint_bytes INTEGER,
     latency_json TEXT,
     diverged_step INTEGER, diverged_reason TEXT,
@@ -112,8 +112,8 @@ _RUNGS_DDL = next(s for s in _SCHEMA_STATEMENTS if "EXISTS rungs (" in s)
 # RungResult.to_dict() keys -> plain columns; `metrics` and `latency_ms` are stored as JSON.
 RUNG_RESULT_COLUMNS = (
     "status", "D", "steps", "train_seconds", "val_loss", "train_loss", "flops", "flops_6nd",
-    "units_per_s", "mfu", "peak_mem_bytes", "checkpoint_bytes", "checkpoint", "diverged_step",
-    "diverged_reason",
+    "units_per_s", "mfu", "energy_j", "peak_mem_bytes", "checkpoint_bytes", "checkpoint",
+    "diverged_step", "diverged_reason",
 )
 RUNG_RESULT_JSON = {"metrics": "metrics_json", "latency_ms": "latency_json"}
 VARIANT_COLUMNS = (
@@ -746,9 +746,14 @@ FINETUNE_JSON = {"settings": "settings_json", "task_spec": "task_json", "metrics
 
 
 def _add_tables(conn: sqlite3.Connection) -> None:
+    """What schema 2 gained after its first release, added on every writer open: the
+    fine-tuning tables, and the rungs' `energy_j` column (NVML energy; NULL where the device
+    reports none). Readers of a study without them see no such key (`.get` gives None)."""
     with conn:
         for statement in _FINETUNE_STATEMENTS:
             conn.execute(statement)
+        if "energy_j" not in _columns(conn, "rungs"):
+            conn.execute("ALTER TABLE rungs ADD COLUMN energy_j REAL")
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

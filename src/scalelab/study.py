@@ -7,21 +7,37 @@ only pass plain data between the stages (DESIGN.md's flow).
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
+import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from scalelab.errors import UserError
+from scalelab.execute import ExecuteOptions, Executor, check_storage, open_executor
+from scalelab.execute.base import (
+    BaseObserver,
+    Checkpoint,
+    Event,
+    Failed,
+    Finished,
+    Job,
+    Observer,
+    Progress,
+    Started,
+    Workload,
+)
 from scalelab.ladder import plan_ladder
 from scalelab.models.base import Family, check_fit, family_options, get_family
-from scalelab.records import RungPlan
-from scalelab.spec import StudySpec, parse_spec
+from scalelab.records import FINISHED, RungPlan, RungResult
+from scalelab.spec import StudySpec, TrainSpec, parse_spec
 from scalelab.store import StudyStore
 from scalelab.tasks import get_task, task_options
 from scalelab.tasks.base import Task
@@ -103,10 +119,14 @@ def resolve(spec: StudySpec, task: Task | None = None, family: Family | None = N
     return Resolved(spec, task, family)
 
 
+# What may change between a run and its resume: the device, where rungs run, what tuning searches.
+# The ladder and training may not.
+RESUMABLE_KEYS = ("device", "execute", "tune")
+
+
 def _comparable(spec: dict) -> dict:
-    # The device may change between a run and its resume; the ladder and training may not.
     canon = canonical_spec(parse_spec(spec))
-    return {k: v for k, v in canon.items() if k != "device"}
+    return {k: v for k, v in canon.items() if k not in RESUMABLE_KEYS}
 
 
 def open_study(spec: StudySpec, out: Path, stored: dict | None = None) -> StudyStore:
@@ -123,6 +143,123 @@ def open_study(spec: StudySpec, out: Path, stored: dict | None = None) -> StudyS
     return store
 
 
+class StudyIncomplete(RuntimeError):  # noqa: N818 (an outcome the CLI reports, not a bug)
+    """Some rungs could not finish (their workers died more often than the retries allow).
+    What finished is recorded; running the same command again resumes the rest."""
+
+
+def rung_key(rung: int) -> str:
+    return f"rung-{rung}"
+
+
+def storage_root(execute: ExecuteOptions, out: Path, canon: dict) -> Path:
+    """Where a study's resume points and fresh weights go: the study's own checkpoints/, or,
+    with `--storage`, a folder of this study inside it (named by the study and a hash of its
+    spec, so a rerun of the same study finds its checkpoints and other studies do not)."""
+    if execute.storage is None:
+        return (out / "checkpoints").resolve()
+    from scalelab.execute.ray import storage_path
+
+    slug = default_out(parse_spec(canon)).name
+    digest = hashlib.sha1(json.dumps(_comparable(canon), sort_keys=True).encode()).hexdigest()
+    return storage_path(execute.storage) / f"{slug}-{digest[:10]}"
+
+
+class RungRecorder:
+    """The driver's side of an executor run over the ladder's rungs: every event is written to
+    the store first (this process is its only writer), then handed to the observers."""
+
+    def __init__(self, store: StudyStore, jobs: list[Job], observers: Sequence[Observer]):
+        self.store = store
+        self.rungs = {j.key: j.plan.rung for j in jobs}
+        self.observers = observers
+        self.failed: dict[int, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        rung = self.rungs[event.key]
+        if isinstance(event, Started):
+            self.store.set_status(rung, "running")
+        elif isinstance(event, Checkpoint):
+            self.store.record_curve(rung, event.curve)
+        elif isinstance(event, Finished):
+            self.store.record_curve(rung, event.curve)
+            self.store.record_rung(rung, self._keep_weights(rung, event.result).to_dict())
+        elif isinstance(event, Failed):
+            self.failed[rung] = event.error
+        for observer in self.observers:
+            observer.on_event(event)
+
+    def _keep_weights(self, rung: int, result: RungResult) -> RungResult:
+        """Final weights live in the study folder, whatever storage the worker wrote them to."""
+        if result.checkpoint is None:
+            return result
+        src = Path(result.checkpoint)
+        dest = self.store.checkpoints / f"rung-{rung}.safetensors"
+        if src.resolve() != dest.resolve():
+            tmp = dest.with_suffix(".copy")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dest)
+        return replace(result, checkpoint=str(dest.relative_to(self.store.folder)))
+
+
+class _Callbacks(BaseObserver):
+    """run_study's plain callbacks (`progress`, `on_rung_done`) as an observer."""
+
+    def __init__(self, store: StudyStore, plans: dict[str, RungPlan],
+                 progress: Callable[[RungPlan, int, float], None] | None,
+                 on_rung_done: Callable[[RungPlan, dict], None] | None):
+        self.store, self.plans = store, plans
+        self.progress, self.on_rung_done = progress, on_rung_done
+
+    def on_event(self, event: Event) -> None:
+        plan = self.plans.get(event.key)
+        if plan is None:
+            return
+        if isinstance(event, Progress) and self.progress is not None:
+            self.progress(plan, event.step, event.train_loss)
+        elif isinstance(event, Finished) and self.on_rung_done is not None:
+            row = next(r for r in self.store.rungs() if r["rung"] == plan.rung)
+            self.on_rung_done(plan, row)
+
+
+def rung_jobs(store: StudyStore, plans: list[RungPlan], storage: Path,
+              train: TrainSpec) -> list[Job]:
+    """A job for every rung not finished yet (done and diverged rungs are kept as they are)."""
+    status = {r["rung"]: r["status"] for r in store.rungs()}
+    return [Job(rung_key(p.rung), p, str(storage / f"rung-{p.rung}"),
+                str(storage / f"rung-{p.rung}.safetensors"), train)
+            for p in plans if status.get(p.rung) not in FINISHED]
+
+
+def drive_rungs(store: StudyStore, executor: Executor, work: Workload, plans: list[RungPlan],
+                storage: Path, observers: Sequence[Observer]) -> None:
+    jobs = rung_jobs(store, plans, storage, work.spec.train)
+    recorder = RungRecorder(store, jobs, observers)
+    for observer in observers:
+        observer.on_jobs(jobs)
+    executor.run(jobs, work, recorder)
+    if recorder.failed:
+        first = min(recorder.failed)
+        raise StudyIncomplete(
+            f"{len(recorder.failed)} rung(s) did not finish (rung {first}: "
+            f"{recorder.failed[first]}); finished rungs are recorded, rerun the same command "
+            "to resume")
+
+
+@contextmanager
+def use_executor(executor: Executor | None, execute: ExecuteOptions,
+                 spec: StudySpec) -> Iterator[Executor]:
+    """The caller's executor as it is, or one opened for these options and closed after."""
+    if executor is not None:
+        yield executor
+        return
+    opened = open_executor(execute, spec.execute)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
 def run_study(
     spec: StudySpec,
     out: Path,
@@ -132,38 +269,186 @@ def run_study(
     on_plan: Callable[[list[RungPlan]], None] | None = None,
     task: Task | None = None,
     family: Family | None = None,
+    *,
+    execute: ExecuteOptions | None = None,
+    executor: Executor | None = None,
+    observers: Sequence[Observer] = (),
+    plans: list[RungPlan] | None = None,
 ) -> dict:
     """Train (or resume) every rung, fit the law, write outputs; returns the summary.
 
     `task` and `family` replace the spec's own with the user's objects (see tasks/base.py and
-    models/base.py for the protocols); the spec still gives the ladder, training and fits."""
-    from scalelab.execute.local import run_rungs
-
+    models/base.py for the protocols); the spec still gives the ladder, training and fits.
+    `execute` says where rungs train (this process, or Ray with an address and storage), or
+    `executor` is one already open; `observers` get every event after it is recorded (and the
+    study's start and outputs). `plans` replaces the spec's ladder (a tuned ladder)."""
     out = Path(out)
+    execute = execute or ExecuteOptions()
     device = measure.resolve_device(device_name or spec.device)
     if spec.measure.threads:
         torch.set_num_threads(spec.measure.threads)
     res = resolve(spec, task, family, out)
-    plans = plan_ladder(spec, res.task, res.family)
-    with open_study(spec, out, canonical_spec(spec, task, family)) as store:
-        store.add_rungs([p.to_dict() for p in plans])
-        study = store.study()
-        gemm_peak = study["gemm_peak_flops"]
-        if gemm_peak is None:  # measured once per study, kept across resumes
-            gemm_peak = measure.gemm_peak_flops(device)
-            store.set_machine(measure.machine_info(device), task_record(res.task), gemm_peak,
-                              measure.vendor_peak_flops(device))
-        if on_plan is not None:
-            on_plan(plans)
-        run_rungs(store, spec, res.task, res.family, plans, device, gemm_peak, progress,
-                  on_rung_done)
-        if spec.compress is not None:
-            from scalelab.compress import compress_study
+    plans = plans if plans is not None else plan_ladder(spec, res.task, res.family)
+    canon = canonical_spec(spec, task, family)
+    with use_executor(executor, execute, spec) as ex:
+        storage = storage_root(execute, out, canon)
+        if execute.storage is not None:  # a storage of its own is checked before any write
+            check_storage(ex, storage)
+        with open_study(spec, out, canon) as store:
+            if execute.storage is None:  # the study folder's own, once open_study made it
+                check_storage(ex, storage)
+            store.add_rungs([p.to_dict() for p in plans])
+            study = store.study()
+            gemm_peak = study["gemm_peak_flops"]
+            if gemm_peak is None:  # measured once per study, kept across resumes
+                gemm_peak = measure.gemm_peak_flops(device)
+                store.set_machine(measure.machine_info(device), task_record(res.task),
+                                  gemm_peak, measure.vendor_peak_flops(device))
+            if on_plan is not None:
+                on_plan(plans)
+            by_key = {rung_key(p.rung): p for p in plans}
+            watchers = [*observers, _Callbacks(store, by_key, progress, on_rung_done)]
+            for w in watchers:
+                w.on_study(store.folder, store.study()["spec"])
+            work = Workload(res.task, res.family, spec, str(device), gemm_peak)
+            drive_rungs(store, ex, work, plans, storage, watchers)
+            if spec.compress is not None:
+                from scalelab.compress import compress_study
 
-            compress_study(store, spec, res.task, res.family, device, spec.compress.rung,
-                           spec.compress.methods)
-        store.replace_fits(fit_rungs(store.rungs(), spec))
-        return write_outputs(store)
+                compress_study(store, spec, res.task, res.family, device, spec.compress.rung,
+                               spec.compress.methods)
+            store.replace_fits(fit_rungs(store.rungs(), spec))
+            summary = write_outputs(store)
+            for w in watchers:
+                w.on_outputs(store.folder, summary)
+            return summary
+
+
+TUNE_JSON = "tune.json"
+TUNED_DIR = "tuned"
+
+
+def tune_study(
+    spec: StudySpec,
+    out: Path,
+    trials: int | None = None,
+    device_name: str | None = None,
+    *,
+    execute: ExecuteOptions | None = None,
+    observers: Sequence[Observer] = (),
+    on_plan: Callable[[list[RungPlan]], None] | None = None,
+) -> dict:
+    """Tune each rung and compare: the default ladder (a study in `out`), Optuna trials per rung
+    through the executor (`out/tune.db`), the rule lr*(N) = c·N^gamma fitted to the best
+    learning rates, the ladder trained with it (a study in `out/tuned`), and both laws side by
+    side (`out/tune.json`, and a section of out/report.html). Rerunning resumes every part."""
+    from scalelab.tune.search import (
+        TUNE_DB,
+        best_trials,
+        import_optuna,
+        open_studies,
+        run_trials,
+        seed_with_defaults,
+        storage_url,
+    )
+
+    space = spec.tune
+    if space is None or not space.searched:
+        raise UserError("the spec has no search space: add a tune section, e.g. "
+                        "tune: {lr: [3.0e-4, 3.0e-2]} (warmup_frac: [low, high] and "
+                        "batch_size: [..] may be searched too)")
+    import_optuna()
+    out, execute = Path(out), execute or ExecuteOptions()
+    with use_executor(None, execute, spec) as ex:
+        default = run_study(spec, out, device_name, on_plan=on_plan, execute=execute,
+                            executor=ex, observers=observers)
+        res = resolve(spec, out=out)
+        plans = plan_ladder(spec, res.task, res.family)
+        device = str(measure.resolve_device(device_name or spec.device))
+        work = Workload(res.task, res.family, spec, device, default["study"]["gemm_peak_flops"])
+        root = storage_root(execute, out, canonical_spec(spec)) / "tune"
+        check_storage(ex, root)
+        url = storage_url(out)
+        with StudyStore.open_readonly(out) as store:
+            curves = store.curves()
+        seed_with_defaults(open_studies(plans, space, url), plans, space, spec.train,
+                           {r["rung"]: r for r in default["rungs"]}, curves)
+        run_trials(plans, space, trials or space.trials, url, ex, work, root, observers)
+        best = best_trials(plans, url)
+        rule = _lr_rule(plans, best, space)
+        tuned_plans = _tuned_plans(plans, best, rule, work)
+        _check_tuned(out / TUNED_DIR, tuned_plans)
+        tuned = run_study(spec.model_copy(update={"name": f"{spec.name}-tuned"}),
+                          out / TUNED_DIR, device_name, on_plan=on_plan, execute=execute,
+                          executor=ex, observers=observers, plans=tuned_plans)
+    record = {"trials_per_rung": trials or space.trials, "space": space.model_dump(),
+              "storage": TUNE_DB, "rungs": [best[p.rung] for p in plans], "rule": rule,
+              "default_rule": {k: getattr(spec.train, k) for k in
+                               ("lr", "lr_ref_nonembed", "lr_exponent")},
+              "ladders": {"default": _ladder_view(default, "."),
+                          "tuned": _ladder_view(tuned, TUNED_DIR)}}
+    _atomic_write(out / TUNE_JSON, json.dumps(record, indent=2))
+    with StudyStore.open_readonly(out) as store:
+        summary = write_outputs(store)
+    for observer in observers:  # the report again, now with its tuning section
+        observer.on_study(out, summary["study"]["spec"])
+        observer.on_outputs(out, summary)
+    return record
+
+
+def _lr_rule(plans: list[RungPlan], best: dict[int, dict], space: Any) -> dict | None:
+    from scalelab.tune.rule import fit_lr_rule
+
+    if space.lr is None:
+        return None
+    n = [p.n_nonembed for p in plans]
+    return fit_lr_rule(n, [best[p.rung]["best"]["params"]["lr"] for p in plans])
+
+
+def _tuned_plans(plans: list[RungPlan], best: dict[int, dict], rule: dict | None,
+                 work: Workload) -> list[RungPlan]:
+    """The ladder with the rule's learning rate (a smooth function of N, not each rung's own
+    noisy best) and each rung's best warm-up and batch size where those were searched."""
+    from scalelab.tune.rule import rule_lr
+    from scalelab.tune.search import trial_plan
+
+    out = []
+    for p in plans:
+        params = dict(best[p.rung]["best"]["params"])
+        if rule is not None:
+            params["lr"] = rule_lr(rule, p.n_nonembed)
+        out.append(trial_plan(p, params, work.task.units_per_batch, work.spec.train))
+    return out
+
+
+def _check_tuned(folder: Path, plans: list[RungPlan]) -> None:
+    """A tuned ladder already trained with other settings (a rerun with more trials gave
+    another rule) is not silently mixed with the new one."""
+    if not (folder / "study.db").exists():
+        return
+    with StudyStore.open_readonly(folder) as store:
+        stored = {r["rung"]: r["plan"] for r in store.rungs()}
+    for p in plans:
+        old = stored.get(p.rung)
+        if old is not None and (abs(old["lr"] - p.lr) > 1e-9 * p.lr
+                                or old["batch_size"] != p.batch_size
+                                or old["warmup_steps"] != p.warmup_steps):
+            raise UserError(f"{folder} holds a ladder tuned with other settings (rung {p.rung}: "
+                            f"lr {old['lr']:.4g}, now {p.lr:.4g}); remove that folder to train "
+                            "the new one")
+
+
+def _ladder_view(summary: dict, folder: str) -> dict:
+    """What the tuning section compares of a ladder: its rungs and its loss law."""
+    fit = next((f for f in summary["fits"] if f.get("y", "val_loss") == "val_loss"), None)
+    keys = ("rung", "n_nonembed", "lr", "steps", "status", "val_loss")
+    view: dict[str, Any] = {"folder": folder, "name": summary["study"]["name"], "fit": None,
+                            "rungs": [{k: r.get(k) for k in keys} for r in summary["rungs"]]}
+    if fit is not None:
+        view["fit"] = {"params": fit["params"], "intervals": fit["intervals"],
+                       "flags": fit.get("flags") or [],
+                       "holdout_rel_error": (fit.get("holdout") or {}).get("rel_error")}
+    return view
 
 
 def task_record(task: Task) -> dict:
@@ -277,10 +562,14 @@ def write_outputs(store: StudyStore) -> dict:
     write_runs_csv(summary, folder / "runs.csv")
     from scalelab.report.compression import compression_section
     from scalelab.report.finetune import finetune_section
+    from scalelab.report.tune import tune_section
 
+    tune = folder / TUNE_JSON
     sections = [(title, html) for title, html in
                 (("Compression", compression_section(summary)),
-                 ("Fine-tuning", finetune_section(summary))) if html is not None]
+                 ("Fine-tuning", finetune_section(summary)),
+                 ("Tuning", tune_section(json.loads(tune.read_text())) if tune.is_file()
+                  else None)) if html is not None]
     render_report(summary, store.curves(), folder / "report.html",
                   extra_sections=sections or None)
     return summary

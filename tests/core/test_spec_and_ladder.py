@@ -4,7 +4,15 @@ import pytest
 
 from scalelab.errors import UserError
 from scalelab.ladder import plan_ladder, target_sizes
-from scalelab.spec import StudySpec, load_spec, parse_spec, quick_spec
+from scalelab.spec import (
+    QUICK_MAX_UNITS,
+    QUICK_RUNGS,
+    StudySpec,
+    default_spec,
+    load_spec,
+    parse_spec,
+    quick_spec,
+)
 from scalelab.study import resolve
 
 
@@ -43,10 +51,34 @@ def test_tokens_per_param_budget():
         assert p.D - 20 * p.n_nonembed < spec.train.batch_size * 64
 
 
-def test_quick_spec_is_small():
-    q = quick_spec()
+def test_budget_that_grows_with_size():
+    spec = parse_spec({"train": {"tokens": 1_000_000, "tokens_exponent": 0.5,
+                                 "tokens_ref_nonembed": 1e5}})
+    per_step = spec.train.batch_size * 64
+    for p in _plans(spec):
+        want = 1_000_000 * (p.n_nonembed / 1e5) ** 0.5
+        assert want <= p.D < want + per_step
+
+
+def test_two_budget_rules_at_once_is_one_clear_error():
+    with pytest.raises(UserError, match="tokens_per_param and tokens_exponent are two budget"):
+        parse_spec({"train": {"tokens_per_param": 20, "tokens_exponent": 0.5}})
+
+
+def test_quick_spec_is_the_smaller_end_of_the_ladder_once():
+    full, q = default_spec(), quick_spec()
     plans = _plans(q)
-    assert len(plans) == 4 and sum(p.steps for p in plans) < 3000
+    assert [p.target_n for p in plans] == full.ladder.targets()[:QUICK_RUNGS]
+    assert all(p.repeat == 0 for p in plans)
+    assert max(p.D for p in plans) <= QUICK_MAX_UNITS + q.train.batch_size * 64
+    # The default's own budgets where they are small enough; D still grows with N.
+    assert [p.D for p in plans] == sorted(p.D for p in plans)
+
+
+def test_quick_spec_scales_a_large_fixed_budget_down():
+    q = quick_spec(parse_spec({"train": {"tokens": 8_000_000}}))
+    assert q.train.tokens == QUICK_MAX_UNITS
+    assert q.ladder.sizes == StudySpec().ladder.targets()[:QUICK_RUNGS]
 
 
 @pytest.mark.parametrize("data,needle", [

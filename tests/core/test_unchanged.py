@@ -1,6 +1,11 @@
-"""The task/family refactor leaves the default task and family exactly as they were: the same
-tiny pycode x gpt ladder, trained by the last commit before the seams and by this checkout, gives
-the same validation losses to the last bit (CPU, same seeds, same thread count).
+"""The task/family refactor leaves the default task and family as they were: the same tiny
+pycode x gpt ladder, trained by the last commit before the seams and by this checkout, gives the
+same rungs and the same validation losses (CPU, same seeds, same thread count).
+
+Until the trainer's speed work the losses were equal to the last bit. Since then AdamW runs
+`fused` (one kernel) instead of `foreach`, which rounds the update differently, so the losses
+agree to rounding (measured: within 2e-6 relative over these runs) rather than bit for bit; a
+change in the task, the family or the schedule moves them by far more.
 
 This compares two independent code paths, not a number typed into a test. It needs the git
 history (any clone has it); in an exported tree without it there is nothing to compare against.
@@ -51,15 +56,17 @@ def test_default_task_and_family_train_exactly_as_before(tmp_path):
     scalelab("run", spec, "--out", tmp_path / "new", cwd=tmp_path, check=True)
     before = json.loads((tmp_path / "old" / "summary.json").read_text())
     after = json.loads((tmp_path / "new" / "summary.json").read_text())
-    keys = ("n_params", "n_nonembed", "n_layer", "d_model", "tokens", "steps", "lr", "val_loss",
-            "val_bpb", "status")
+    keys = ("n_params", "n_nonembed", "n_layer", "d_model", "tokens", "steps", "lr", "status")
     assert [{k: r[k] for k in keys} for r in after["rungs"]] == \
         [{k: r[k] for k in keys} for r in before["rungs"]]
+    for new, old in zip(after["rungs"], before["rungs"], strict=True):
+        assert new["val_loss"] == pytest.approx(old["val_loss"], rel=1e-4)
+        assert new["val_bpb"] == pytest.approx(old["val_bpb"], rel=1e-4)
     # Every key summary.json had before is still there (new keys are additions).
     assert set(before["study"]) <= set(after["study"])
     assert set(before["rungs"][0]) <= set(after["rungs"][0])
     assert set(before["fits"][0]) <= set(after["fits"][0])
     assert set(before["fits"][0]["holdout"]) <= set(after["fits"][0]["holdout"])
     assert after["fits"][0]["holdout"]["rel_error"] == pytest.approx(
-        before["fits"][0]["holdout"]["rel_error"], rel=1e-6)
+        before["fits"][0]["holdout"]["rel_error"], abs=1e-4)
     assert os.path.isfile(tmp_path / "new" / "report.html")

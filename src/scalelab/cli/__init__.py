@@ -5,7 +5,7 @@
 
 import sys
 
-from scalelab.cli import compress, finetune, laws, study  # noqa: F401  (registers commands)
+from scalelab.cli import compress, finetune, laws, study, tune  # noqa: F401  (registers commands)
 from scalelab.cli.app import app
 from scalelab.errors import UserError
 

@@ -17,6 +17,7 @@ import typer
 from rich.table import Table
 
 from scalelab.cli.app import app, console, named_progress
+from scalelab.cli.study import MLFLOW_OPTION
 from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
 from scalelab.errors import UserError
 
@@ -110,9 +111,11 @@ def compress(
         None, "--methods", help="comma-separated methods (see above) [default: the default "
                                 "methods that apply to the study]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    mlflow: str | None = MLFLOW_OPTION,
 ) -> None:
     import torch
 
+    from scalelab.cli.study import mirrors
     from scalelab.compress import compress_study, plan_compress
     from scalelab.store import StudyStore
     from scalelab.study import write_outputs
@@ -133,6 +136,7 @@ def compress(
                         "trained on; variants would not be comparable")
     if spec.measure.threads:
         torch.set_num_threads(spec.measure.threads)
+    observers = mirrors(mlflow, spec.name)
 
     with StudyStore.create_or_open(folder) as store:
         plan = plan_compress(store.rungs(), rung, methods, family.name, task.objective)
@@ -141,6 +145,8 @@ def compress(
                                      on_event=lambda msg: console.print(msg),
                                      on_progress=on_progress, redo=True)
         summary = write_outputs(store)
+    for observer in observers:  # the variants, fits and report into the study's MLflow run
+        observer.on_outputs(store.folder, summary)
     console.print(variant_table(summary, [r.name for r in records]))
     console.print(f"report: {Path(folder) / 'report.html'}")
 

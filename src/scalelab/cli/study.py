@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scalelab.cli.app import app, console
+from scalelab.cli.app import app, console, err_console
+from scalelab.execute.base import BaseObserver
 from scalelab.spec import EXAMPLE_SPEC, StudySpec, load_spec, quick_spec
 from scalelab.store import StudyStore
 
@@ -100,6 +104,117 @@ def fit_lines(summary: dict) -> list[str]:
     return lines
 
 
+EXECUTOR_OPTION = typer.Option(
+    "local", "--executor", help="local (rungs one after another in this process) or ray (each "
+    "rung a Ray task: side by side where resources allow, retried if its worker dies)")
+ADDRESS_OPTION = typer.Option(
+    None, "--address", help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto) "
+    "[default: start a local Ray in this process]")
+STORAGE_OPTION = typer.Option(
+    None, "--storage", help="folder every Ray node mounts, for resume points and weights "
+    "[default: the study folder's checkpoints/]")
+MLFLOW_OPTION = typer.Option(
+    None, "--mlflow", help="mirror the study to this MLflow tracking URI (a folder, "
+    "sqlite:///FILE, http(s)://HOST); study.db stays the record")
+
+
+def execute_options(executor: str, address: str | None, storage: str | None):
+    from scalelab.execute import ExecuteOptions
+
+    return ExecuteOptions(executor, address, storage)
+
+
+def mirrors(mlflow: str | None, experiment: str) -> list:
+    """The observers the tracking flags ask for (checked before anything runs)."""
+    if mlflow is None:
+        return []
+    from scalelab.observe.mlflow import MlflowMirror
+
+    return [MlflowMirror(mlflow, experiment, say=lambda line: err_console.print(line))]
+
+
+class RungBars(BaseObserver):
+    """Progress bars for the rungs of a ladder, fed by the executor's events; a line for each
+    worker that starts or resumes a rung, and for each rung that fails."""
+
+    def __init__(self, bar: Progress, show_workers: bool):
+        self.bar = bar
+        self.show_workers = show_workers
+        self.ids: dict[str, int] = {}
+        self.plans: dict = {}
+        self.since: dict[str, tuple[float, int]] = {}  # when and at which step a worker started
+
+    def add_plans(self, plans: list) -> None:
+        for p in plans:
+            key = f"rung-{p.rung}"
+            self.plans[key] = p
+            self.ids[key] = self.bar.add_task(f"rung {p.rung} ({p.n_nonembed:,} params)",
+                                              total=p.steps, loss="-", rate="-", start=False)
+
+    def on_event(self, event) -> None:
+        from scalelab.execute.base import Failed, Finished, Progress, Started
+
+        tid, plan = self.ids.get(event.key), self.plans.get(event.key)
+        if tid is None:
+            return
+        if isinstance(event, Started):
+            self._started(event, tid)
+        elif isinstance(event, Progress):
+            self._step(event, tid, plan)
+        elif isinstance(event, Finished):
+            result = event.result
+            if result.status == "done":
+                self.bar.update(tid, completed=plan.steps, loss=f"{result.val_loss:.3f} (val)")
+            else:
+                self.bar.update(tid, description=f"rung {plan.rung} DIVERGED", loss="-")
+            self.bar.stop_task(tid)
+        elif isinstance(event, Failed):
+            self.bar.update(tid, description=f"rung {plan.rung} FAILED")
+            self.bar.console.print(f"{event.key}: failed: {event.error}")
+            self.bar.stop_task(tid)
+
+    def _started(self, event, tid: int) -> None:
+        task = self.bar.tasks[tid]
+        self.since[event.key] = (time.monotonic(), event.from_step)
+        if event.from_step:
+            self.bar.console.print(f"{event.key}: pid {event.pid} on {event.host}, resuming "
+                                   f"from step {event.from_step}")
+        elif self.show_workers:
+            self.bar.console.print(f"{event.key}: pid {event.pid} on {event.host}")
+        if not task.started:
+            self.bar.start_task(tid)
+
+    def _step(self, event, tid: int, plan) -> None:
+        if event.step % 10 and event.step != plan.steps:
+            return
+        # The rate since the worker started: events from remote workers arrive in bursts, which
+        # a rate over the last few updates would read as spikes.
+        t0, step0 = self.since.get(event.key, (time.monotonic(), event.step))
+        seconds = time.monotonic() - t0
+        rate = f"{(event.step - step0) * plan.units_per_step / seconds:,.0f}" \
+            if seconds > 0.5 and event.step > step0 else "-"
+        self.bar.update(tid, completed=event.step, loss=f"{event.train_loss:.3f}", rate=rate)
+
+
+def rung_progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}/s"),
+        TimeElapsedColumn(), console=console, transient=False)
+
+
+@contextmanager
+def incomplete_is_exit_1() -> Iterator[None]:
+    """A study whose rungs could not all finish: one line and exit code 1 (not bad input)."""
+    from scalelab.study import StudyIncomplete
+
+    try:
+        yield
+    except StudyIncomplete as err:
+        err_console.print(f"error: {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 @app.command(help=RUN_HELP)
 def run(
     spec_path: Path | None = typer.Argument(None, metavar="[SPEC.yaml]", help="study spec"),
@@ -107,8 +222,11 @@ def run(
     quick: bool = typer.Option(False, "--quick", help="a 1-2 minute version for a first look"),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda [default: the spec's device, auto]"),
+    executor: str = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
+    storage: str | None = STORAGE_OPTION,
+    mlflow: str | None = MLFLOW_OPTION,
 ) -> None:
-    from scalelab.records import RungPlan
     from scalelab.study import default_out, run_study
 
     if device is not None and device not in ("auto", "cpu", "cuda"):
@@ -117,39 +235,12 @@ def run(
     if quick:
         spec = quick_spec(spec)
     out = out or default_out(spec)
-
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]}/s"),
-        TimeElapsedColumn(), console=console, transient=False,
-    ) as bar:
-        tasks: dict[int, int] = {}
-
-        def on_plan(plans: list[RungPlan]) -> None:
-            for p in plans:
-                tasks[p.rung] = bar.add_task(
-                    f"rung {p.rung} ({p.n_nonembed:,} params)", total=p.steps, loss="-",
-                    rate="-", start=False)
-
-        def on_step(plan: RungPlan, step: int, loss: float) -> None:
-            if step % 10 and step != plan.steps:
-                return
-            task = bar.tasks[tasks[plan.rung]]
-            if not task.started:
-                bar.start_task(tasks[plan.rung])
-            speed = task.speed
-            rate = f"{speed * plan.units_per_step:,.0f}" if speed else "-"
-            bar.update(tasks[plan.rung], completed=step, loss=f"{loss:.3f}", rate=rate)
-
-        def on_done(plan: RungPlan, result: dict) -> None:
-            tid = tasks[plan.rung]
-            if result["status"] == "done":
-                bar.update(tid, completed=plan.steps, loss=f"{result['val_loss']:.3f} (val)")
-            else:
-                bar.update(tid, description=f"rung {plan.rung} DIVERGED", loss="-")
-            bar.stop_task(tid)
-
-        summary = run_study(spec, out, device, on_step, on_done, on_plan)
+    options = execute_options(executor, address, storage)
+    observers = mirrors(mlflow, spec.name)
+    with rung_progress() as bar, incomplete_is_exit_1():
+        bars = RungBars(bar, show_workers=executor != "local")
+        summary = run_study(spec, out, device, on_plan=bars.add_plans, execute=options,
+                            observers=[bars, *observers])
     _print_summary(summary, out)
 
 

@@ -87,10 +87,19 @@ class Task(Protocol):
     def example_input(self, batch_size: int) -> torch.Tensor: ...
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; a disabled context on CPU, so both devices run the same code path."""
+def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
+    """Whether matmuls run in bf16 autocast: `precision` "bf16" or "fp32", or "auto" = bf16 on
+    CUDA and fp32 on CPU (measured on a 2-core AMD EPYC with AVX-512 BF16 but no AMX, torch
+    2.13: bf16 autocast was 8% slower at 1M parameters and 2x slower at 13k, because the
+    casts cost more than the small GEMMs save; see README, "Precision and compilation")."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+def autocast(device: torch.device, precision: str = "auto"):
+    """The autocast context of `precision` (see `uses_bf16`); a disabled context for fp32, so
+    every device runs the same code path."""
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                          enabled=device.type == "cuda")
+                          enabled=uses_bf16(device, precision))
 
 
 class BaseTask:

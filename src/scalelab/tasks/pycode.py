@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from scalelab.errors import UserError
 from scalelab.tasks.base import BaseTask, TaskIO
+from scalelab.tasks.text import expand
 
 VAL_BUCKETS = 13  # of 256: about 5% of files go to validation
 SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__"}
@@ -73,7 +74,8 @@ def stdlib_root() -> Path:
 
 class PyCodeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    root: str | None = Field(None, description="corpus folder; default: this Python's stdlib")
+    root: str | None = Field(None, description="corpus folder ({stdlib}, {purelib} and ~ are "
+                                               "expanded); default: this Python's stdlib")
 
 
 def windows(data: torch.Tensor, starts: torch.Tensor,
@@ -108,7 +110,7 @@ class PyCodeTask(BaseTask):
 
     def __init__(self, options: PyCodeOptions | None = None, context: int | None = None):
         options = options or PyCodeOptions()
-        train, val, fp = load_corpus(str(options.root or stdlib_root()))
+        train, val, fp = load_corpus(expand(options.root) if options.root else str(stdlib_root()))
         if train.size < 10_000 or val.size < 1_000:
             raise UserError(f"corpus at {fp['root']} is too small ({fp['bytes']} bytes)")
         self.train = torch.from_numpy(train.copy())

@@ -66,11 +66,15 @@ def _is_hidden(rel: Path) -> bool:
 
 
 def expand(path: str) -> str:
-    """`~` and `{stdlib}` (this Python's standard-library folder) expanded: a spec can name text
-    that ships with every Python, such as `{stdlib}/idlelib/*.txt`, on any machine."""
+    """`~`, `{stdlib}` (this Python's standard-library folder) and `{purelib}` (the folder of
+    this environment's installed pure-Python packages) expanded: a spec can name text that ships
+    with every Python, such as `{stdlib}/idlelib/*.txt`, on any machine."""
     import sysconfig
 
-    return os.path.expanduser(path.replace("{stdlib}", sysconfig.get_paths()["stdlib"]))
+    paths = sysconfig.get_paths()
+    for name in ("stdlib", "purelib"):
+        path = path.replace("{" + name + "}", paths[name])
+    return os.path.expanduser(path)
 
 
 def find_files(path: str, extensions: list[str] | None = None) -> tuple[Path, list[Path]]:

@@ -156,6 +156,43 @@ def measure_model(model: nn.Module, task: Task, device: torch.device, eval_units
     return out
 
 
+class EnergyMeter:
+    """The device's energy over a block of work, in joules, from NVML's total-energy counter
+    (`nvidia-ml-py`; Volta and later report it). `joules` stays None on CPU, without the
+    package, or where the device reports no counter: no number rather than a guessed one."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.joules: float | None = None
+        self._handle = None
+        self._start_mj: int | None = None
+
+    def __enter__(self) -> EnergyMeter:
+        if self.device.type != "cuda":
+            return self
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            index = self.device.index if self.device.index is not None else 0
+            self._handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            self._start_mj = pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        except Exception:  # no package, no driver, or no counter on this device: no number
+            self._handle = None
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._handle is None or self._start_mj is None:
+            return
+        import pynvml
+
+        try:
+            end_mj = pynvml.nvmlDeviceGetTotalEnergyConsumption(self._handle)
+        except Exception:
+            return
+        self.joules = (end_mj - self._start_mj) / 1e3
+
+
 class PeakMemory:
     """Peak memory over a block of work.
 
