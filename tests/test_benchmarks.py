@@ -72,7 +72,7 @@ def test_fit_speed_missing_csv_is_exit_code_2(tmp_path):
 
 def test_precision_compile_reports_speed_and_loss_per_mode(tmp_path):
     out = tmp_path / "prec.json"
-    proc = _run(["benchmarks/precision_compile.py", "--rungs", "0", "--steps", "5",
+    proc = _run(["benchmarks/precision_compile.py", "--rungs", "0", "--steps", "60",
                  "--modes", "fp32,bf16", "--json", str(out)])
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(out.read_text())["rows"]

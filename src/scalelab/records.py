@@ -21,6 +21,15 @@ class RungPlan:
     number of steps of `batch_size` examples (`units_per_step` units each).
     key_n, key_d, repeat: the rung's key in the study: target N, D, and the seed repeat. A study
     holds one rung per key.
+
+    Two-axis ladders (None or the N-only values otherwise):
+    budget: the IsoFLOP budget C in FLOPs the rung belongs to (None on a grid or N-only ladder).
+    schedule: "cosine" or "wsd"; decay_steps: wsd's decay span (the last steps of the rung).
+    train_units: units of D in the task's training split (None where the task does not say),
+    so epochs = D / train_units.
+    trunk, branch_step: a wsd cool-down branch is rung `trunk`'s state at `branch_step` (still
+    in its stable phase), decayed over this rung's own decay_steps; None for a rung trained
+    from step 0 (cosine rungs, and the longest wsd run of each size, the trunk itself).
     """
 
     rung: int
@@ -39,6 +48,24 @@ class RungPlan:
     seed: int
     repeat: int = 0
     describe: str = ""  # the family's short text for the shape ("4x144")
+    budget: float | None = None
+    schedule: str = "cosine"
+    decay_steps: int = 0
+    train_units: int | None = None
+    trunk: int | None = None
+    branch_step: int | None = None
+    # The seed of the batch stream; None: `seed`, so each rung reads its own stream. A ladder
+    # with `train.shared_data_order` gives every size of a repeat the same stream.
+    data_seed: int | None = None
+
+    @property
+    def batch_seed(self) -> int:
+        return self.seed if self.data_seed is None else self.data_seed
+
+    @property
+    def epochs(self) -> float | None:
+        """Passes over the training split that D makes (> 1: repeated data)."""
+        return self.D / self.train_units if self.train_units else None
 
     @property
     def key(self) -> tuple[float, int, int]:

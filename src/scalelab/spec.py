@@ -47,9 +47,45 @@ class FamilySpec(_Named):
     name: str = "gpt"
 
 
+class IsoFlopSpec(_Strict):
+    """IsoFLOP budgets: for each compute budget C (FLOPs, increasing), `points` sizes spaced
+    evenly in log N around a first guess of the optimum, each trained on D = C / (its measured
+    FLOPs per unit of D).
+
+    The guess: C = 6·N·D with D = `tokens_per_param`·N (Chinchilla's 20), so N0 = sqrt(C / (6 ·
+    tokens_per_param)). The sizes lie on one log grid shared by every budget, of ratio
+    r = span^(2 / (points - 1)): the `points` grid sizes nearest N0, centred on it, so they cover
+    about N0/span .. N0·span, and a size on the grid recurs across budgets (with a WSD schedule
+    its budgets become cool-down branches of one run)."""
+
+    budgets: list[float]
+    points: int = 5
+    span: float = Field(4.0, gt=1, description="sizes reach about N0/span .. N0*span")
+    tokens_per_param: float = Field(20.0, gt=0, description="D/N of the first guess of N0")
+
+    @model_validator(mode="after")
+    def _check(self) -> IsoFlopSpec:
+        if len(self.budgets) < 1:
+            raise ValueError("budgets must not be empty")
+        if any(c <= 0 for c in self.budgets):
+            raise ValueError("budgets must be positive FLOP counts")
+        if any(b <= a for a, b in zip(self.budgets, self.budgets[1:], strict=False)):
+            raise ValueError(f"budgets must be increasing, got {self.budgets}")
+        if self.points < 3:
+            raise ValueError(f"points is {self.points}; a parabola in log N needs 3 or more "
+                             "points per budget")
+        return self
+
+
 class LadderSpec(_Strict):
     """Rung sizes in non-embedding parameters: explicit `sizes`, or `n_rungs` spaced geometrically
     from `min_nonembed` to `max_nonembed`.
+
+    Two axes (N and D), one of:
+    - a grid: those sizes times `tokens` (D values in the task's unit) or `tokens_per_param`
+      (D = ratio × n_nonembed), one rung per (N, D);
+    - `isoflop`: compute budgets, each with its own sizes (IsoFlopSpec).
+    Without either, every rung's D follows `train` (an N-only ladder).
 
     `repeats`: train each size this many times, each from its own seed (the seed repeats give
     the noise model of the fit); with `repeats_below`, only the sizes whose target N is below
@@ -62,6 +98,15 @@ class LadderSpec(_Strict):
     max_nonembed: float = Field(1e6, gt=0)
     repeats: int = Field(1, ge=1, le=32)
     repeats_below: float | None = Field(None, gt=0)
+    tokens: list[float] | None = None
+    tokens_per_param: list[float] | None = None
+    isoflop: IsoFlopSpec | None = None
+
+    @property
+    def two_axis(self) -> bool:
+        """Whether the ladder varies D as well as N (a grid or IsoFLOP budgets)."""
+        return self.tokens is not None or self.tokens_per_param is not None \
+            or self.isoflop is not None
 
     def targets(self) -> list[float]:
         """The target sizes, ascending."""
@@ -83,7 +128,32 @@ class LadderSpec(_Strict):
                 raise ValueError("sizes must be positive")
         elif self.max_nonembed < self.min_nonembed:
             raise ValueError("max_nonembed must be at least min_nonembed")
+        self._check_two_axis()
         return self
+
+    def _check_two_axis(self) -> None:
+        """A two-axis ladder must be able to separate N from D: two or more of each."""
+        if self.tokens is not None and self.tokens_per_param is not None:
+            raise ValueError("tokens and tokens_per_param are two ways to give D; give one")
+        # Compared with the defaults, not `model_fields_set`: a stored spec (every field
+        # written out) must read back the same on resume.
+        fields = type(self).model_fields
+        given = {k for k in ("sizes", "n_rungs", "min_nonembed", "max_nonembed", "tokens",
+                             "tokens_per_param") if getattr(self, k) != fields[k].default}
+        if self.isoflop is not None and given:
+            raise ValueError("isoflop chooses its own sizes and D; drop "
+                             f"{', '.join(sorted(given))}")
+        for key in ("tokens", "tokens_per_param"):
+            values = getattr(self, key)
+            if values is None:
+                continue
+            if any(v <= 0 for v in values):
+                raise ValueError(f"{key} must be positive")
+            if len(set(values)) < 2:
+                raise ValueError(f"{key}: a two-axis law needs 2 or more D values, got "
+                                 f"{values} (for one D per rung use train.tokens)")
+            if len(self.targets()) < 2:
+                raise ValueError("a two-axis grid needs 2 or more sizes (ladder.sizes)")
 
 
 class TrainSpec(_Strict):
@@ -118,12 +188,23 @@ class TrainSpec(_Strict):
         3.0, gt=1, description="diverged when an interval's mean training loss exceeds "
                                "factor × the best such mean so far")
     seed: int = 0
+    shared_data_order: bool = Field(
+        False, description="every size reads the same batches in the same order (repeat r: "
+                           "stream seed + r), so differences between sizes are the models'")
     precision: Literal["auto", "fp32", "bf16"] = Field(
         "auto", description="matmul precision: auto = bf16 autocast on CUDA, fp32 on CPU")
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the model: auto = on CUDA only (on CPU the compile "
                             "time was never won back; README, 'Precision and compilation')")
-
+    schedule: Literal["cosine", "wsd"] | None = Field(
+        None, description="cosine: warm-up then cosine decay, one run per rung; wsd: warm-up, "
+                          "stable, decay over the last decay_frac of each D, smaller D of a "
+                          "size as cool-down branches of its longest run. Default: wsd on a "
+                          "two-axis ladder, cosine otherwise")
+    decay_frac: float = Field(0.2, gt=0, lt=1, description="wsd: the decaying share of each D")
+    decay_shape: Literal["1-sqrt", "linear"] = Field(
+        "1-sqrt", description="wsd: lr falls as 1 - sqrt(progress) (Hägele et al. 2024) or "
+                              "linearly, to min_lr_frac × lr")
 
     def budget(self, n_nonembed: float) -> float:
         """A rung's budget D in the task's unit, by the rule above."""
@@ -241,23 +322,44 @@ def quick_spec(spec: StudySpec | None = None) -> StudySpec:
     `QUICK_RUNGS` smallest sizes of its ladder, one run each, under the spec's own budget rule
     scaled down where needed so that no rung trains on more than `QUICK_MAX_UNITS`; fewer
     evaluation windows and bootstrap resamples. Because it keeps the spec's sizes and budget
-    rule, the quick study of the default study is its smaller half, and its loss falls at every
-    rung as the full study's does."""
+    rule, the quick study of the default study is its smaller end, and its loss falls at every
+    rung as the full study's does. A two-axis ladder keeps its 3 smallest IsoFLOP budgets with 3
+    sizes each (the least a parabola needs), or its `QUICK_RUNGS` smallest sizes by its 2
+    smallest D."""
     base = spec or default_spec()
     data = base.model_dump()
-    sizes = base.ladder.targets()[:QUICK_RUNGS]
-    scale = min(1.0, QUICK_MAX_UNITS / max(base.train.budget(n) for n in sizes))
-    data["ladder"].update(sizes=sizes, repeats=1, repeats_below=None)
-    train = data["train"]
-    if train["tokens_per_param"]:
-        train["tokens_per_param"] *= scale
+    if base.ladder.two_axis:
+        _quick_two_axis_ladder(base.ladder, data["ladder"])
     else:
-        train["tokens"] = max(1, int(train["tokens"] * scale))
+        _quick_n_ladder(base, data)
+    data["ladder"].update(repeats=1, repeats_below=None)
+    train = data["train"]
     train.update(eval_every=100, checkpoint_every=200,
                  final_eval_tokens=min(train["final_eval_tokens"], 65_536))
     data["fit"].update(bootstrap=min(base.fit.bootstrap, 200))
     data["measure"].update(latency_repeats=10)
     return StudySpec.model_validate(data)
+
+
+def _quick_n_ladder(base: StudySpec, data: dict) -> None:
+    sizes = base.ladder.targets()[:QUICK_RUNGS]
+    scale = min(1.0, QUICK_MAX_UNITS / max(base.train.budget(n) for n in sizes))
+    data["ladder"]["sizes"] = sizes
+    train = data["train"]
+    if train["tokens_per_param"]:
+        train["tokens_per_param"] *= scale
+    else:
+        train["tokens"] = max(1, int(train["tokens"] * scale))
+
+
+def _quick_two_axis_ladder(ladder: LadderSpec, lad: dict) -> None:
+    if ladder.isoflop is not None:
+        lad["isoflop"].update(budgets=ladder.isoflop.budgets[:3], points=3)
+        return
+    lad["sizes"] = ladder.targets()[:QUICK_RUNGS]
+    for key in ("tokens", "tokens_per_param"):
+        if lad[key] is not None:
+            lad[key] = sorted(lad[key])[:2]
 
 
 PRESETS = ("default", "gpu")

@@ -256,6 +256,9 @@ def _v1_plan_to_v2(plan: dict) -> dict:
         "seed": plan["seed"],
         "repeat": 0,
         "describe": f"{plan['n_layer']}x{plan['d_model']}",  # what GPTFamily.describe says
+        # v1 ladders were N-only with a cosine schedule; v1 did not record the train split
+        "budget": None, "schedule": "cosine", "decay_steps": 0, "train_units": None,
+        "trunk": None, "branch_step": None, "data_seed": None,
     }
 
 
@@ -572,6 +575,10 @@ class StudyStore:
             tokens_per_s  = units_per_s
             val_bpb       = metrics.get("bpb")
             n_layer, d_model, n_head = shape.get(...)  (None for a shape without them)
+
+        and the two-axis keys, from the plan: `budget` (the IsoFLOP budget C, None off one),
+        `schedule` ("cosine" for plans older than the key), `trunk` (the rung a WSD branch
+        starts from, else None) and `epochs` = D / the plan's train_units (None where unknown).
         """
         rows = self.conn.execute("SELECT * FROM rungs ORDER BY rung").fetchall()
         out = []
@@ -587,7 +594,7 @@ class StudyStore:
             r["val_bpb"] = (r["metrics"] or {}).get("bpb")
             for key in ("n_layer", "d_model", "n_head"):
                 r[key] = shape.get(key)
-            out.append(r)
+            out.append(r | _two_axis_keys(r))
         return out
 
     def curves(self) -> dict[int, list[dict]]:
@@ -603,9 +610,11 @@ class StudyStore:
         with self.conn:
             self.conn.execute("DELETE FROM fits")
             for fit in fits:
+                # A law of several inputs (L(N, D)) names them as a list; the column joins them.
+                x = fit["x"] if isinstance(fit["x"], str) else ",".join(map(str, fit["x"]))
                 self.conn.execute(
                     "INSERT INTO fits (law, x, fit_json, created) VALUES (?, ?, ?, ?)",
-                    (fit["law"], fit["x"], json.dumps(fit), time.time()),
+                    (fit["law"], x, json.dumps(fit), time.time()),
                 )
 
     def fits(self) -> list[dict]:
@@ -743,6 +752,14 @@ FINETUNE_COLUMNS = (
 FINETUNE_JSON = {"settings": "settings_json", "task_spec": "task_json", "metrics": "metrics_json",
                  "latency_ms": "latency_json", "curve": "curve_json",
                  "window_losses": "window_losses_json", "extra": "extra_json"}
+
+
+def _two_axis_keys(row: dict) -> dict:
+    plan = row["plan"] if isinstance(row["plan"], dict) else {}
+    units = plan.get("train_units")
+    return {"budget": plan.get("budget"), "schedule": plan.get("schedule") or "cosine",
+            "trunk": plan.get("trunk"),
+            "epochs": row["D"] / units if units and row["D"] is not None else None}
 
 
 def _add_tables(conn: sqlite3.Connection) -> None:

@@ -34,6 +34,7 @@ from scalelab.execute.base import (
     Started,
     Workload,
 )
+from scalelab.execute.branches import link as link_branches
 from scalelab.ladder import plan_ladder
 from scalelab.models.base import Family, check_fit, family_options, get_family
 from scalelab.records import FINISHED, RungPlan, RungResult
@@ -52,6 +53,12 @@ RUN_COLUMNS = (
     # training windows beside the validation loss, and the task's metrics (flattened in runs.csv).
     "family", "describe", "D", "unit", "units_per_s", "train_loss", "val_error", "val_accuracy",
     "val_rmse", "repeat", "seed",
+    # Added with the speed work: MFU against the vendor's peak (CUDA devices with a known one),
+    # and the device's energy over the rung's training (NVML) in joules and joules per unit.
+    "mfu_vendor", "energy_j", "energy_j_per_unit",
+    # Added with two-axis ladders: the IsoFLOP budget C (None off one), passes over the training
+    # split (epochs > 1: repeated data), the schedule, and the trunk a WSD branch starts from.
+    "budget", "epochs", "schedule", "trunk",
 )
 # Task metrics that get a column of their own (as val_<name>) in summary.json and runs.csv.
 METRIC_COLUMNS = ("error", "accuracy", "rmse")
@@ -226,9 +233,9 @@ def rung_jobs(store: StudyStore, plans: list[RungPlan], storage: Path,
               train: TrainSpec) -> list[Job]:
     """A job for every rung not finished yet (done and diverged rungs are kept as they are)."""
     status = {r["rung"]: r["status"] for r in store.rungs()}
-    return [Job(rung_key(p.rung), p, str(storage / f"rung-{p.rung}"),
-                str(storage / f"rung-{p.rung}.safetensors"), train)
-            for p in plans if status.get(p.rung) not in FINISHED]
+    return link_branches([Job(rung_key(p.rung), p, str(storage / f"rung-{p.rung}"),
+                              str(storage / f"rung-{p.rung}.safetensors"), train)
+                          for p in plans if status.get(p.rung) not in FINISHED])
 
 
 def drive_rungs(store: StudyStore, executor: Executor, work: Workload, plans: list[RungPlan],
@@ -472,10 +479,13 @@ def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
     classifiers the same law of the error rate too (rungs with zero error are left out: a power
     law cannot reach it). Each record also holds the noise model (from the seed repeats or
     folds of each size), the extrapolation profile with its trust horizon at
-    `fit.tolerance`, and predictions 10x and 100x beyond the largest rung."""
+    `fit.tolerance`, and predictions 10x and 100x beyond the largest rung. A two-axis ladder
+    (a grid of (N, D) or IsoFLOP budgets) gets the two-axis record instead (`_fit_two_axis`)."""
     from scalelab.laws import fit_study_power
 
     rows = [_rung_summary(r) for r in rungs]
+    if spec.ladder.two_axis:
+        return _fit_two_axis(rows, spec)
     fits = []
     for key in ("val_loss", "val_error"):
         done = [r for r in finished(rows, key) if r[key] > 0]
@@ -487,6 +497,21 @@ def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
     return fits
 
 
+def _fit_two_axis(rows: list[dict], spec: StudySpec) -> list[dict]:
+    """A two-axis ladder's law: L(N, D) and the compute-optimal allocation
+    (`scalelab.laws.two_axis`), fitted on every rung row (it picks the finished ones). A power
+    law in N alone is not fitted: its rungs differ in D as well, so L(N) would mix the two."""
+    from scalelab.laws.two_axis import fit_two_axis
+
+    try:
+        return [fit_two_axis(rows, bootstrap=spec.fit.bootstrap, seed=spec.fit.seed,
+                             tolerance=spec.fit.tolerance)]
+    except UserError:
+        # Too few finished rungs to fit (some diverged; the plan itself had enough): the rungs
+        # are recorded and reported without a law, as an N-only ladder below 3 rungs is.
+        return []
+
+
 def _flat_latency(record: dict) -> dict:
     """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`."""
     from scalelab.compress.latency import medians
@@ -495,9 +520,14 @@ def _flat_latency(record: dict) -> dict:
     return {"latency_ms": medians(lat), "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
 
 
-def _rung_summary(r: dict) -> dict:
+def _rung_summary(r: dict, vendor_peak: float | None = None) -> dict:
     metrics = r.get("metrics") or {}
     row = dict(r, **{f"val_{m}": metrics.get(m) for m in METRIC_COLUMNS})
+    flops, seconds, energy, units = (r.get("flops"), r.get("train_seconds"), r.get("energy_j"),
+                                     r.get("D"))
+    row["mfu_vendor"] = (flops / seconds / vendor_peak
+                         if flops and seconds and vendor_peak else None)
+    row["energy_j_per_unit"] = energy / units if energy is not None and units else None
     shape = r.get("shape") or {}
     row["describe"] = ((r.get("plan") or {}).get("describe")
                        or (f"{shape['n_layer']}x{shape['d_model']}" if "n_layer" in shape
@@ -533,7 +563,7 @@ def build_summary(store: StudyStore) -> dict:
             "corpus": study["corpus"],
             "created": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(study["created"])),
         },
-        "rungs": [_rung_summary(r) for r in store.rungs()],
+        "rungs": [_rung_summary(r, study["vendor_peak_flops"]) for r in store.rungs()],
         "fits": store.fits(),
         "variants": [_variant_summary(v) for v in store.variants()],
         # Fine-tunes on second tasks (`scalelab finetune`), and each second task's scaling.

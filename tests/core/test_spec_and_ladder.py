@@ -111,3 +111,13 @@ def test_spec_round_trips_through_yaml(tmp_path):
     path.write_text(spec.to_yaml())
     assert load_spec(path) == spec
     assert math.isclose(load_spec(path).train.lr_exponent, -1 / 3)
+
+
+def test_quick_spec_of_two_axis_ladders_keeps_both_axes():
+    iso = quick_spec(load_spec("examples/isoflop-pycode.yaml"))
+    full = load_spec("examples/isoflop-pycode.yaml").ladder.isoflop
+    assert iso.ladder.isoflop.budgets == full.budgets[:3] and iso.ladder.isoflop.points == 3
+    grid = quick_spec(parse_spec({"ladder": {"sizes": [1e4, 2e4, 4e4, 8e4, 1.6e5],
+                                             "tokens": [4e5, 1e5, 2e5]}}))
+    assert grid.ladder.sizes == [1e4, 2e4, 4e4, 8e4] and grid.ladder.tokens == [1e5, 2e5]
+    assert len(_plans(grid)) == 8

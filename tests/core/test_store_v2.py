@@ -124,6 +124,9 @@ def test_fresh_store_round_trips_plan_and_result_with_v1_era_keys(tmp_path):
         # v1-era names, derived
         "tokens": 31744, "tokens_per_s": 92481.5, "val_bpb": 3.75,
         "n_layer": 1, "d_model": 16, "n_head": 1,
+        # two-axis keys, derived from the plan (an N-only plan: no budget, cosine, no trunk;
+        # no train_units given, so no epochs)
+        "budget": None, "schedule": "cosine", "trunk": None, "epochs": None,
     }
     assert RungPlan.from_dict(gpt["plan"]) == plan
     assert (other["rung"], other["key_n"], other["key_d"], other["repeat"]) == (1, 1500.0, 4096, 2)
@@ -176,7 +179,9 @@ def expected_v2(v1: sqlite3.Row) -> dict:
             "unit": "byte", "steps": p["steps"], "batch_size": p["batch_size"],
             "units_per_step": p["batch_size"] * p["block_size"], "lr": p["lr"],
             "warmup_steps": p["warmup_steps"], "seed": p["seed"], "repeat": 0,
-            "describe": f"{p['n_layer']}x{p['d_model']}"}
+            "describe": f"{p['n_layer']}x{p['d_model']}",
+            "budget": None, "schedule": "cosine", "decay_steps": 0, "train_units": None,
+            "trunk": None, "branch_step": None, "data_seed": None}
     return {
         "rung": v1["rung"], "key_n": p["target_nonembed"], "key_d": p["tokens"], "repeat": 0,
         "status": v1["status"], "family": "gpt", "plan": plan, "shape": shape,
@@ -191,6 +196,8 @@ def expected_v2(v1: sqlite3.Row) -> dict:
         "checkpoint": v1["checkpoint"], "updated": v1["updated"],
         "tokens": v1["tokens"], "tokens_per_s": v1["tokens_per_s"], "val_bpb": v1["val_bpb"],
         "n_layer": v1["n_layer"], "d_model": v1["d_model"], "n_head": v1["n_head"],
+        # two-axis keys, derived from the plan: a v1 plan is an N-only cosine rung
+        "budget": None, "schedule": "cosine", "trunk": None, "epochs": None,
     }
 
 
@@ -366,7 +373,9 @@ def test_upgrade_converts_a_pending_v1_rung_of_another_head_width(v1_study):
         "plan": {"rung": 4, "family": "gpt", "shape": shape, "target_n": 80000.0,
                  "n_params": 131000, "n_nonembed": 110000, "D": 48000, "unit": "byte",
                  "steps": 187, "batch_size": 8, "units_per_step": 256, "lr": 0.003,
-                 "warmup_steps": 9, "seed": 4, "repeat": 0, "describe": "1x96"},
+                 "warmup_steps": 9, "seed": 4, "repeat": 0, "describe": "1x96",
+                 "budget": None, "schedule": "cosine", "decay_steps": 0, "train_units": None,
+                 "trunk": None, "branch_step": None, "data_seed": None},
         "n_params": 131000, "n_nonembed": 110000, "D": 48000, "unit": "byte", "steps": 187,
         "lr": 0.003, "seed": 4, "val_loss": None, "train_loss": None, "metrics": None,
         "flops": None, "flops_6nd": None, "train_seconds": None, "units_per_s": None,
@@ -375,4 +384,5 @@ def test_upgrade_converts_a_pending_v1_rung_of_another_head_width(v1_study):
         "updated": 1.5,
         "tokens": 48000, "tokens_per_s": None, "val_bpb": None,
         "n_layer": 1, "d_model": 96, "n_head": 2,
+        "budget": None, "schedule": "cosine", "trunk": None, "epochs": None,
     }

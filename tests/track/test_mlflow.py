@@ -56,8 +56,8 @@ def test_the_study_run_holds_the_spec_the_fits_and_the_report(mirrored):
     assert float(study.data.params["train.tokens"]) == 16_000
     assert study.data.params["ladder.sizes"] == json.dumps([3.0e3, 1.2e4, 3.0e4, 6.0e4])
     (fit,) = summary["fits"]
-    assert study.data.metrics["fit.val_loss.alpha"] == pytest.approx(fit["params"]["alpha"])
-    assert study.data.metrics["fit.val_loss.holdout_rel_error"] == pytest.approx(
+    assert study.data.metrics["fit.power.val_loss.alpha"] == pytest.approx(fit["params"]["alpha"])
+    assert study.data.metrics["fit.power.val_loss.holdout_rel_error"] == pytest.approx(
         fit["holdout"]["rel_error"])
     artifacts = {a.path for a in client.list_artifacts(study.info.run_id)}
     assert {"report.html", "summary.json", "runs.csv", "fits.json"} <= artifacts

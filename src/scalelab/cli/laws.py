@@ -69,15 +69,25 @@ Example:
     scalelab predict fit.json --N 7e10 --D 1.4e12
 """
 
-OPTIMAL_HELP = """Compute-optimal N and D for a budget C = k·N·D from a fitted law in N and D.
+OPTIMAL_HELP = """Compute-optimal N and D for a budget C, from a fitted law in N and D or from a
+study over N and D.
 
-Prints N*, D*, tokens per parameter and the predicted loss, with bootstrap intervals when the
-fit has bootstrap samples; --frontier LO:HI gives the frontier over a range of budgets.
+From a fit.json: C = k·N·D. Prints N*, D*, tokens per parameter and the predicted loss, with
+bootstrap intervals when the fit has bootstrap samples; --frontier LO:HI gives the frontier over
+a range of budgets.
+
+From a study folder (with study.db) whose rungs vary N and D (a grid or IsoFLOP budgets): fits
+L(N, D) = E + A·N^-alpha + B·D^-beta to its finished rungs (Approach 3, and with IsoFLOP budgets
+also a parabola per budget, Approach 2), and answers along the measured budget line
+C = f(N)·D, f the FLOPs per unit of D its rungs measured; it prints one line per budget ("for C
+FLOPs, train N ≈ … on D ≈ … tokens; expected loss … [lo, hi]") and whether the two approaches
+agree. A study whose rungs all share one D (or one N) is refused with one line.
 
 Examples:
 
     scalelab optimal fit.json --compute 5.76e23
     scalelab optimal fit.json --frontier 1e20:1e26 --plot frontier.svg
+    scalelab optimal studies/isoflop --compute 1e15
 """
 
 
@@ -463,48 +473,130 @@ def predict(
 
 @app.command(help=OPTIMAL_HELP)
 def optimal(
-    fit_json: Path = typer.Argument(..., help="A fit.json of a law in N and D."),
+    fit_json: Path = typer.Argument(..., help="A fit.json of a law in N and D, or a study "
+                                    "folder whose rungs vary N and D."),
     compute: str = typer.Option(None, help="Budget(s) C in FLOPs, comma-separated."),
     frontier_range: str = typer.Option(None, "--frontier", help="LO:HI budgets for a frontier."),
     points: int = typer.Option(25, help="Budgets on the frontier."),
-    k: float = typer.Option(None, "--k", help="C = k·N·D (default: the fit's k, else 6)."),
+    k: float = typer.Option(None, "--k", help="C = k·N·D (default: the fit's k, else 6); a "
+                            "study uses its measured FLOPs instead."),
+    bootstrap: int = typer.Option(1000, help="A study: bootstrap resamples of its rungs."),
+    seed: int = typer.Option(0, help="A study: seed of the bootstrap."),
     out: Path = typer.Option(None, help="Write the allocations as JSON here."),
     plot: Path = typer.Option(None, help="Write the frontier plot (.svg/.png)."),
 ) -> None:
-    from scalelab.laws import frontier, optimal_allocation
-
-    record_k = 6.0
-    model = _load_fit(fit_json)
-    try:
-        record_k = float(json.loads(fit_json.read_text()).get("flops", {}).get("k", 6.0))
-    except (AttributeError, TypeError, ValueError):
-        pass
-    k = record_k if k is None else k
-    if not k > 0:
-        raise UserError("--k must be positive")
-    rows = []
-    if compute:
-        rows += optimal_allocation(model, _floats(compute, "--compute"), k=k)
-    if frontier_range:
-        lo_hi = frontier_range.split(":")
-        if len(lo_hi) != 2:
-            raise UserError("--frontier takes LO:HI, e.g. 1e20:1e26")
-        lo, hi = (_floats(v, "--frontier")[0] for v in lo_hi)
-        rows += frontier(model, lo, hi, points, k=k)
-    if not rows:
-        raise UserError("give --compute C (or --frontier LO:HI)")
-    table = Table(title=f"compute-optimal allocation, C = {k:g}·N·D", title_justify="left")
-    for col in ("C", "N*", "D*", "D*/N*", "loss"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        iv = r["intervals"] or {}
-        cells = [f"{r[key]:.4g}" + (f" [{iv[key][0]:.3g}, {iv[key][1]:.3g}]" if key in iv else "")
-                 for key in ("N", "D", "tokens_per_param", "loss")]
-        table.add_row(f"{r['compute']:.3g}", *cells)
-    console.print(table)
+    budgets = _budgets(compute, frontier_range, points)
+    if fit_json.is_dir():
+        if k is not None:
+            raise UserError("--k applies to a fit.json; a study uses the FLOPs its rungs measured")
+        if bootstrap < 0:
+            raise UserError(f"--bootstrap must be >= 0, got {bootstrap}")
+        rows, record = _optimal_from_study(fit_json, budgets, bootstrap, seed)
+        title = "compute-optimal allocation, C = measured FLOPs per unit × D"
+    else:
+        rows, record, k = _optimal_from_fit(fit_json, budgets, k)
+        title = f"compute-optimal allocation, C = {k:g}·N·D"
+    console.print(_allocation_table(rows, title))
+    if record is not None:
+        for line in _study_lines(rows, record):
+            console.print(line)
     if out:
         _write_json(out, rows)
     if plot:
         from scalelab.laws.plots import frontier_figure, save_figure
 
         save_figure(frontier_figure(sorted(rows, key=lambda r: r["compute"])), plot)
+
+
+def _budgets(compute: str | None, frontier_range: str | None, points: int) -> list[float]:
+    """The budgets asked for: --compute's list, then --frontier's log-spaced range."""
+    import numpy as np
+
+    budgets = _floats(compute, "--compute")
+    if frontier_range:
+        lo_hi = frontier_range.split(":")
+        if len(lo_hi) != 2:
+            raise UserError("--frontier takes LO:HI, e.g. 1e20:1e26")
+        lo, hi = (_floats(v, "--frontier")[0] for v in lo_hi)
+        if not lo < hi or points < 2:
+            raise UserError("frontier needs 0 < C_min < C_max and at least 2 points")
+        budgets += [float(c) for c in np.geomspace(lo, hi, points)]
+    if not budgets:
+        raise UserError("give --compute C (or --frontier LO:HI)")
+    return budgets
+
+
+def _optimal_from_fit(path: Path, budgets: list[float], k: float | None):
+    from scalelab.laws import optimal_allocation
+
+    record = _load_record(path)
+    model = _load_fit(path)
+    record_k = 6.0
+    try:
+        record_k = float((record.get("flops") or {}).get("k", 6.0))
+    except (AttributeError, TypeError, ValueError):
+        pass
+    k = record_k if k is None else k
+    if not k > 0:
+        raise UserError("--k must be positive")
+    return optimal_allocation(model, budgets, k=k), None, k
+
+
+def _optimal_from_study(folder: Path, budgets: list[float], bootstrap: int, seed: int):
+    """(rows, record): the two-axis fit of a study's rungs, answered at the budgets."""
+    from scalelab.laws.two_axis import fit_two_axis
+    from scalelab.store import StudyStore
+
+    if not (folder / "study.db").is_file():
+        raise UserError(f"{folder} is a folder without study.db; pass a study folder or a "
+                        "fit.json")
+    with StudyStore.open_readonly(folder) as store:
+        rungs = store.rungs()
+    try:
+        with console.status(f"fitting L(N, D) to {folder} ({bootstrap} resamples)..."):
+            record = fit_two_axis(rungs, bootstrap=bootstrap, seed=seed, compute=budgets)
+    except UserError as err:
+        raise UserError(f"{folder} is not a two-axis study: {err}") from None
+    return record["answers"], record
+
+
+def _allocation_table(rows: list[dict], title: str) -> Table:
+    table = Table(title=title, title_justify="left")
+    for col in ("C", "N*", "D*", "D*/N*", "loss"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        iv = r["intervals"] or {}
+        cells = [f"{r[key]:.4g}" + (f" [{iv[key][0]:.3g}, {iv[key][1]:.3g}]"
+                                    if iv.get(key) else "")
+                 for key in ("N", "D", "tokens_per_param", "loss")]
+        table.add_row(f"{r['compute']:.3g}", *cells)
+    return table
+
+
+def _study_lines(rows: list[dict], record: dict) -> list[str]:
+    """The answers in words, where they come from, and whether the two approaches agree."""
+    source = {"approach3": "Approach 3, L(N, D) = E + A·N^-alpha + B·D^-beta",
+              "approach2": "Approach 2, power laws in C through the IsoFLOP parabolas' minima"}
+    lines = [r["answer"] for r in rows]
+    if record.get("chosen"):
+        lines.append(f"from {source[record['chosen']]}, fitted to {record['n_rungs']} rungs "
+                     f"({record['ladder']} ladder)")
+    if record.get("agree") is True:
+        lines.append("Approach 2 and Approach 3 agree on N* at the largest budget (their "
+                     "intervals overlap)")
+    elif record.get("agree") is False:
+        lines.append(f"[bold red]Approach 2 and Approach 3 disagree[/] on N* at the largest "
+                     f"budget: {record['why']}")
+    ho = record.get("holdout")
+    if ho is not None and ho.get("rel_error") is not None:
+        held = "budget" if ho.get("x_name") == "C" else "N"
+        lines.append(f"holdout: fitted without the largest {held}, best loss there predicted "
+                     f"{ho['predicted']:.4g}, measured "
+                     f"{ho['measured']:.4g} ({100 * ho['rel_error']:+.2f}%)")
+    largest = max(record.get("budgets") or [0.0])
+    for r in rows:
+        if largest and r["compute"] > largest * (1 + 1e-9):
+            lines.append(f"[bold red]warning[/]: C = {r['compute']:.3g} is "
+                         f"{r['compute'] / largest:.3g}x the largest budget trained; no "
+                         "evidence beyond the holdout's step")
+    return lines

@@ -42,6 +42,8 @@ class Job:
     full: measure everything a rung records (cost, latency, metrics), or only the validation
     loss (a tuning trial needs no more).
     train: the training settings (a trial may checkpoint more often than the study's rungs).
+    branch_saves: a WSD trunk's hand-offs, (step, resume_dir of a branch job): at each step it
+    writes its state into that folder, where the branch job resumes from it (branches.py).
     """
 
     key: str
@@ -50,6 +52,7 @@ class Job:
     weights: str | None
     train: TrainSpec
     full: bool = True
+    branch_saves: tuple[tuple[int, str], ...] = ()
 
 
 @dataclass

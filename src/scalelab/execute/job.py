@@ -56,6 +56,13 @@ def resume_step(folder: Path) -> int:
     return 0 if last is None else int(last.name.removeprefix(PREFIX))
 
 
+def _saves(job: Job) -> dict[int, list[Path]]:
+    out: dict[int, list[Path]] = {}
+    for step, folder in job.branch_saves:
+        out.setdefault(step, []).append(Path(folder))
+    return out
+
+
 def run_job(job: Job, work: Workload, emit: Emit) -> Finished:
     """Train (or resume) the job's rung and measure it; returns its Finished event (the caller
     emits it, once the job's files are in place)."""
@@ -73,7 +80,7 @@ def run_job(job: Job, work: Workload, emit: Emit) -> Finished:
     with measure.PeakMemory(device) as mem, measure.EnergyMeter(device) as energy:
         outcome = train_rung(plan, rung_task, job.train, device, ckpt_dir, family=work.family,
                              on_progress=lambda step, loss: emit(Progress(job.key, step, loss)),
-                             on_checkpoint=on_checkpoint)
+                             on_checkpoint=on_checkpoint, branch_saves=_saves(job))
     curve = [p.__dict__ for p in outcome.curve]
     if outcome.status == "diverged":
         result = RungResult(status="diverged", D=outcome.tokens, steps=outcome.steps,

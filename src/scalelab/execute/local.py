@@ -11,6 +11,7 @@ import shutil
 from collections.abc import Sequence
 
 from scalelab.execute.base import Emit, Event, Job, Pruned, StopJob, Workload
+from scalelab.execute.branches import ordered
 from scalelab.execute.job import run_job
 
 
@@ -18,7 +19,7 @@ class LocalExecutor:
     name = "local"
 
     def run(self, jobs: Sequence[Job], work: Workload, emit: Emit) -> None:
-        for job in jobs:
+        for job in ordered(jobs):  # a WSD trunk before its cool-down branches
             last = [0]
 
             def tracked(event: Event, last: list[int] = last) -> None:

@@ -33,6 +33,7 @@ from scalelab.execute.base import (
     StopJob,
     Workload,
 )
+from scalelab.execute.branches import waves
 from scalelab.spec import ExecuteSpec
 
 PROGRESS_EVERY = 10  # steps between Progress events sent over the network (bars update as often)
@@ -175,7 +176,17 @@ class RayExecutor:
             retry_exceptions=False)  # a retry is for a dead worker; an exception is a bug
         work_ref = ray.put(work)  # the task's data is sent once, not once per job
         threads = self.threads(work)
-        pending = {remote.remote(job, work_ref, queue, threads): job for job in jobs}
+        try:
+            # WSD cool-down branches start from their trunk's hand-off: they run in a second
+            # wave, after every trunk (other jobs run side by side as before).
+            for wave in waves(jobs):
+                pending = {remote.remote(job, work_ref, queue, threads): job for job in wave}
+                self._run_wave(queue, pending, emit)
+        finally:
+            ray.kill(queue.actor)
+
+    def _run_wave(self, queue: Any, pending: dict, emit: Emit) -> None:
+        ray = self._ray
         try:
             while pending:
                 self._drain(queue, pending, emit)
@@ -188,8 +199,6 @@ class RayExecutor:
             for ref in pending:
                 ray.cancel(ref, force=True)
             raise
-        finally:
-            ray.kill(queue.actor)
 
     def _drain(self, queue: Any, pending: dict, emit: Emit) -> None:
         n = queue.qsize()

@@ -167,18 +167,21 @@ def shape_for(
     vocab_size: int = 256,
     share_layers: bool = False,
     max_layers: int = 24,
+    min_layers: int = 1,
 ) -> GPTConfig:
     """The shape whose non-embedding count is closest to the target under the fixed aspect rule.
 
     For each depth we take the width (a multiple of HEAD_DIM) that comes closest to the target, then
     keep the depth whose d_model / n_layer is closest to ASPECT among those within 25% of the
     target, tie-broken by count error. One rule for every rung keeps the ladder a single family.
-    Below about 3e3 (one layer of width 16) the smallest shape is returned.
+    Below about 3e3 (one layer of width 16) the smallest shape is returned. `min_layers` leaves
+    out the shallower depths (a one-layer transformer is a different kind of model: it cannot
+    compose attention heads, and its losses sit off the trend of deeper ones).
     """
     if target_nonembed <= 0:
         raise ValueError("target size must be positive")
     best: tuple[tuple, GPTConfig] | None = None
-    for n_layer in range(1, max_layers + 1):
+    for n_layer in range(min_layers, max(min_layers, max_layers) + 1):
         # Solve 12·L·d² ≈ target for d, then search neighbouring multiples of HEAD_DIM exactly.
         blocks = 1 if share_layers else n_layer
         d_est = math.sqrt(max(target_nonembed, 1.0) / (12 * blocks))
@@ -206,6 +209,8 @@ class GPTOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     block_size: int = Field(64, gt=1, description="context length in tokens")
     share_layers: bool = False
+    min_layers: int = Field(1, ge=1, le=24, description="the shallowest depth the size rule "
+                                                         "may choose")
 
 
 class GPTFamily(FamilyBase):
@@ -221,7 +226,7 @@ class GPTFamily(FamilyBase):
 
     def shape_for(self, target_n: float, io: TaskIO) -> dict:
         return shape_for(target_n, self.options.block_size, io.vocab_size or io.n_outputs,
-                         self.options.share_layers).to_dict()
+                         self.options.share_layers, min_layers=self.options.min_layers).to_dict()
 
     def build(self, shape: dict) -> GPT:
         return GPT(GPTConfig.from_dict(shape))

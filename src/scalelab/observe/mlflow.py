@@ -291,7 +291,9 @@ class MlflowMirror(BaseObserver):
     def _fits(self, fits: list[dict]) -> None:
         values = {}
         for fit in fits:
-            prefix = f"fit.{fit['y']}"
+            # The law's name too: a two-axis study holds a power law and a two-axis law of
+            # the same y, and one must not overwrite the other's metrics.
+            prefix = f"fit.{fit.get('law', 'power')}.{fit['y']}"
             for name, value in (fit.get("params") or {}).items():
                 values[f"{prefix}.{name}"] = value
                 lo_hi = (fit.get("intervals") or {}).get(name)

@@ -278,6 +278,10 @@ def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str],
                 "train_seconds": fmt_seconds(r.get("train_seconds")),
                 "units_per_s": fmt_rate(rate),
                 "mfu": fmt_pct(r.get("mfu")),
+                "mfu_vendor": fmt_pct(r.get("mfu_vendor")),
+                "energy": "—" if r.get("energy_j") is None else f"{r['energy_j']:,.0f} J",
+                "energy_per_unit": ("—" if r.get("energy_j_per_unit") is None
+                                    else f"{r['energy_j_per_unit']:.3g} J"),
                 "peak_mem": fmt_bytes(r.get("peak_mem_bytes")),
                 "checkpoint": fmt_bytes(r.get("checkpoint_bytes")),
                 "latency": lat,
@@ -403,8 +407,8 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
                task: Mapping[str, Any]) -> list[dict]:
     views = []
     for i, stored in enumerate(summary.get("fits") or []):
-        if not isinstance(stored, Mapping):
-            continue
+        if not isinstance(stored, Mapping) or stored.get("law") == "two_axis":
+            continue  # a law in N and D has a part of its own (report.two_axis)
         fit = FitRecord.from_dict(dict(stored))
         x = fit.x if isinstance(fit.x, str) else str(fit.x[0])
         on_bound = list(fit.on_bound)
@@ -605,6 +609,9 @@ def build_report_html(
     batches = latency_batches(rungs)
     task = _task_view(study)
     fits = _fit_views(summary, rungs, task)
+    from scalelab.report.two_axis import two_axis_records, two_axis_view  # imports this module
+
+    two_axis = [two_axis_view(r, rungs) for r in two_axis_records(summary.get("fits") or [])]
     # Always show loss vs N, with the measured points alone if nothing is fitted yet.
     bare_loss_svg = None if fits else Markup(
         plots.loss_vs_n_svg(rungs, None, y_label=_quantity("val_loss", task)))
@@ -619,11 +626,15 @@ def build_report_html(
         "task": task,
         "rows": _rung_rows(rungs, batches, task),
         "batches": batches,
+        # Columns only a GPU study fills: MFU against a known vendor peak, NVML energy.
+        "has_vendor": any(r.get("mfu_vendor") is not None for r in rungs),
+        "has_energy": any(r.get("energy_j") is not None for r in rungs),
         "fits": fits,
         "bare_loss_svg": bare_loss_svg,
         "gap_svg": _markup(gap_svg),
         "n_gap": len(plots.gap_points(rungs)),
         "headline": _headline(rungs, fits, task),
+        "two_axis": [{"answer": t["answer"], "html": Markup(t["html"])} for t in two_axis],
         "diverged": [
             {
                 "rung": r.get("rung"),

@@ -125,6 +125,13 @@ class BaseTask:
         return self
 
     @property
+    def train_units(self) -> int | None:
+        """Units of D in the training split (bytes or tokens of a text, rows of a table), so a
+        rung's epochs = D / train_units; None where a task does not know (an optional member:
+        the ladder reads it with getattr, so a user's task need not have it)."""
+        return None
+
+    @property
     def metrics(self) -> tuple[str, ...]:
         return {"lm": ("bpb",), "classification": ("accuracy", "error"),
                 "regression": ("rmse",)}[self.objective]

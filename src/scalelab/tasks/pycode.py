@@ -122,6 +122,10 @@ class PyCodeTask(BaseTask):
     def fingerprint(self) -> dict:
         return dict(self._fingerprint)
 
+    @property
+    def train_units(self) -> int:
+        return int(self.train.numel())
+
     def batch(self, batch_size: int,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows of the training split; y is x shifted by one byte."""

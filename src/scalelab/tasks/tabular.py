@@ -65,6 +65,10 @@ class InMemoryTask(BaseTask):
     x_val: torch.Tensor
     y_val: torch.Tensor
 
+    @property
+    def train_units(self) -> int:
+        return int(self.x_train.size(0))
+
     def batch(self, batch_size: int,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random rows of the train split (with replacement)."""

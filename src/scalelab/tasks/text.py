@@ -358,6 +358,10 @@ class TextTask(BaseTask):
     def fingerprint(self) -> dict:
         return {**self._fingerprint, "context": self.context}
 
+    @property
+    def train_units(self) -> int:
+        return int(self.train.numel())
+
     def batch(self, batch_size: int,
               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """Random windows of the train split; y is x shifted by one token."""

@@ -38,6 +38,16 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, state: dict
     return final
 
 
+def save_branch_start(folder: Path, step: int, model: torch.nn.Module, state: dict) -> None:
+    """A trunk's resume point at `step`, written as the first resume point of a branch's folder,
+    unless the branch already holds one at or past it (it has started: rewriting would undo
+    its progress; an equal one is the same state, since training is deterministic)."""
+    last = latest_checkpoint(folder)
+    if last is not None and int(last.name.removeprefix(PREFIX)) >= step:
+        return
+    save_checkpoint(folder, step, model, state)
+
+
 def latest_checkpoint(folder: Path) -> Path | None:
     """The newest complete checkpoint; leftovers of an interrupted write are cleared."""
     if not folder.exists():

@@ -1,5 +1,5 @@
-"""Train one rung: AdamW, warm-up + cosine schedule, clipping, evaluation, checkpoints, resume,
-and a divergence guard.
+"""Train one rung: AdamW, warm-up + cosine or WSD schedule, clipping, evaluation, checkpoints,
+resume, and a divergence guard.
 
 `train_rung` is deterministic on CPU for a given plan and seed, including across a kill and
 resume: model init, the batch generator's RNG and the optimizer state all live in the checkpoint.
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,7 +19,12 @@ from scalelab.models.base import Family
 from scalelab.records import RungPlan
 from scalelab.spec import TrainSpec
 from scalelab.tasks.base import Task, autocast
-from scalelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from scalelab.train.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    save_branch_start,
+    save_checkpoint,
+)
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -45,14 +50,30 @@ class TrainOutcome:
     diverged_reason: str | None = None
 
 
-def lr_at(step: int, plan: RungPlan, min_lr_frac: float) -> float:
-    """Linear warm-up to plan.lr, then cosine decay to min_lr_frac·lr at the rung's last step."""
+def lr_at(step: int, plan: RungPlan, min_lr_frac: float, decay_shape: str = "1-sqrt") -> float:
+    """Linear warm-up to plan.lr, then the plan's schedule down to min_lr_frac·lr:
+    - cosine: cosine decay over the rest of the rung;
+    - wsd: constant (stable) until the last `plan.decay_steps` steps, then a decay that reaches
+      the floor at the last step, as 1 - sqrt(progress) or linearly (`decay_shape`)."""
     if plan.warmup_steps and step < plan.warmup_steps:
         return plan.lr * (step + 1) / plan.warmup_steps
+    if plan.schedule == "wsd":
+        return _wsd_lr(step, plan, min_lr_frac, decay_shape)
     span = max(1, plan.steps - plan.warmup_steps)
     progress = min(1.0, (step - plan.warmup_steps) / span)
     floor = min_lr_frac * plan.lr
     return floor + 0.5 * (plan.lr - floor) * (1 + math.cos(math.pi * progress))
+
+
+def _wsd_lr(step: int, plan: RungPlan, min_lr_frac: float, decay_shape: str) -> float:
+    start = plan.steps - plan.decay_steps
+    if step < start:
+        return plan.lr
+    # Progress counts the step being taken, so the last step (steps - 1) runs at the floor.
+    progress = min(1.0, (step - start + 1) / max(1, plan.decay_steps))
+    fall = math.sqrt(progress) if decay_shape == "1-sqrt" else progress
+    floor = min_lr_frac * plan.lr
+    return floor + (plan.lr - floor) * (1.0 - fall)
 
 
 # Optimizer steps between reads of the training loss on the host. Reading it (`.item()`) waits
@@ -102,6 +123,7 @@ def train_rung(
     on_progress: Callable[[int, float], None] | None = None,
     on_checkpoint: Callable[[list[CurvePoint]], None] | None = None,
     loss_fn: LossFn | None = None,
+    branch_saves: Mapping[int, Sequence[Path]] | None = None,
 ) -> TrainOutcome:
     """Train (or resume) one rung: a fresh `family.build(plan.shape)` model, or the given
     `model`. `on_checkpoint(curve)` runs right after each checkpoint so the caller can record
@@ -112,6 +134,11 @@ def train_rung(
     loop: `model` is the starting point (the plan still gives steps, lr schedule and batch seed),
     and `loss_fn(outputs, x, y)` replaces the task's training loss (validation stays the task's
     loss).
+
+    `branch_saves` {step: [folders]}: after that step, a full resume point is also written into
+    each folder (a WSD trunk hands its stable-phase state to its cool-down branches, whose jobs
+    then resume from it; execute/branches.py). A folder that already holds a resume point at or
+    past that step is left alone (the branch has begun).
 
     `train_seconds` is the time spent in training steps: the periodic evaluations and the
     checkpoint writes are measurement and fault tolerance, timed apart, so throughput and MFU
@@ -126,9 +153,10 @@ def train_rung(
     # The compiled module shares the parameters of `model`, which checkpoints and the caller use.
     forward = torch.compile(model) if compiles(t, device) else model
     opt = make_optimizer(model, t, plan.lr)
-    gen = torch.Generator().manual_seed(plan.seed)
+    gen = torch.Generator().manual_seed(plan.batch_seed)
     tokens_per_step = plan.units_per_step
 
+    saves = {s: [Path(f) for f in fs] for s, fs in (branch_saves or {}).items()}
     step, elapsed, curve, best_train = 0, 0.0, [], math.inf
     window = [0.0, 0]  # sum and count of training losses since the last curve point
     last = latest_checkpoint(ckpt_dir)
@@ -150,7 +178,7 @@ def train_rung(
     pending: list[torch.Tensor] = []  # training losses of the steps not yet read on the host
     t0 = time.perf_counter()
     while step < plan.steps:
-        lr = lr_at(step, plan, t.min_lr_frac)
+        lr = lr_at(step, plan, t.min_lr_frac, t.decay_shape)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = task.batch(plan.batch_size, gen)
@@ -165,7 +193,8 @@ def train_rung(
         step += 1
         pending.append(loss.detach())
         at_eval = step % t.eval_every == 0 or step == plan.steps
-        at_ckpt = step % t.checkpoint_every == 0 and step < plan.steps
+        at_branch = step in saves
+        at_ckpt = (step % t.checkpoint_every == 0 or at_branch) and step < plan.steps
         if len(pending) < LOSS_READ_EVERY and not (at_eval or at_ckpt):
             continue
         # One read for the pending steps; each is still checked and reported at its own step.
@@ -197,13 +226,17 @@ def train_rung(
                                f"{t.diverge_factor:g}x the best so far ({best_train:.4g})")
             best_train = min(best_train, mean_train)
         if at_ckpt:
-            save_checkpoint(ckpt_dir, step, model, {
+            state = {
                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
                 "curve": [p.__dict__ for p in curve], "best_train": best_train,
                 "window": window,
-            })
-            if on_checkpoint is not None:
+            }
+            if step % t.checkpoint_every == 0:
+                save_checkpoint(ckpt_dir, step, model, state)
+            for folder in saves.get(step, ()):
+                save_branch_start(folder, step, model, state)
+            if on_checkpoint is not None and step % t.checkpoint_every == 0:
                 on_checkpoint(curve)
         t0 = time.perf_counter()
     elapsed += time.perf_counter() - t0

@@ -440,7 +440,7 @@ def train_packed(
     configure_device(device)  # train_rung's settings: flush subnormals on CPU, TF32 on CUDA
     pack = PackedGPT.build(plans, family, device)
     opt = StackedAdamW(pack, t)
-    gens = [torch.Generator().manual_seed(p.seed) for p in plans]
+    gens = [torch.Generator().manual_seed(p.batch_seed) for p in plans]
     runs = [_Run(p) for p in plans]
     pending: list[torch.Tensor] = []  # (K,) losses of the steps not yet read on the host
     clock = _Clock()
