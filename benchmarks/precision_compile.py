@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from scalelab.ladder import plan_ladder
-from scalelab.spec import StudySpec
+from scalelab.spec import default_spec
 from scalelab.study import resolve
 from scalelab.train import measure
 from scalelab.train.loop import train_rung
@@ -45,7 +45,7 @@ def run_mode(rung: int, device_name: str, steps: int, mode: str) -> dict:
     """One (rung, mode) in this process: steady-state units/s, one-off seconds, final loss."""
     precision, compiled = MODES[mode]
     device = torch.device(device_name)
-    spec = StudySpec()
+    spec = default_spec()
     res = resolve(spec)
     plan = plan_ladder(spec, res.task, res.family)[rung]
     p = dataclasses.replace(plan, steps=steps, warmup_steps=max(1, steps // 20))

@@ -27,7 +27,9 @@ def test_train_throughput_writes_a_ratio(tmp_path):
     assert [r["rung"] for r in result["rungs"]] == [0, 1]
     for row in result["rungs"]:
         assert row["ratio"] > 0 and 0 < row["mfu"] < 1 and row["mfu_vendor"] is None
-        assert len(row["ours_s"]) == len(row["plain_s"]) == 1
+        assert len(row["ours_s"]) == len(row["ours_wall_s"]) == len(row["plain_s"]) == 1
+        assert row["ours_wall_s"][0] > row["ours_s"][0]  # the call also evaluates
+        assert row["wall_ratio"] < row["ratio"]
     assert result["ratio"] == result["rungs"][-1]["ratio"]
     assert (result["steps"], result["rounds"], result["device"]) == (6, 1, "cpu")
     assert "ratio ours/plain" in proc.stdout

@@ -3,7 +3,7 @@
 The Python API beside the CLI::
 
     import scalelab
-    summary = scalelab.run_study(scalelab.StudySpec(), "studies/default")
+    summary = scalelab.run_study(None, "studies/default")  # the default study
     summary = scalelab.run_study(spec, "studies/mine", task=my_task, family=my_family)
 
 `run_study` takes a `StudySpec` (or a plain dict of spec keys) and, optionally, the user's own
@@ -24,11 +24,11 @@ def run_study(spec: Any = None, out: Any = "studies/default", **kwargs: Any) -> 
     See `scalelab.study.run_study` for the keyword arguments (task, family, device_name, ...)."""
     from pathlib import Path
 
-    from scalelab.spec import StudySpec, parse_spec
+    from scalelab.spec import StudySpec, default_spec, parse_spec
     from scalelab.study import run_study as run
 
     if spec is None:
-        spec = StudySpec()
+        spec = default_spec()
     elif not isinstance(spec, StudySpec):
         spec = parse_spec(spec)
     return run(spec, Path(out), **kwargs)

@@ -199,3 +199,16 @@ def test_kill_9_mid_rung_then_rerun_completes_with_identical_losses(study, tmp_p
     _one_line_exit_2(blocked, "locked")
     assert second.wait(timeout=600) == 0, second.stderr.read()
     assert _losses(out) == _losses(study)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "tpu"], "unknown preset 'tpu' (choose from default, gpu)"),
+    (["SPEC", "--preset", "gpu"], "give a SPEC file or --preset, not both"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
+])
+def test_bad_preset_or_device_is_one_line_and_nothing_written(tmp_path, args, needle):
+    spec = write_spec(tmp_path / "s.yaml", tiny_spec())
+    out = tmp_path / "never"
+    proc = scalelab("run", *[str(spec) if a == "SPEC" else a for a in args], "--out", out)
+    _one_line_exit_2(proc, needle)
+    assert not out.exists()

@@ -21,7 +21,19 @@ def _plans(spec):
     return plan_ladder(spec, res.task, res.family)
 
 
-def test_default_ladder_is_six_rungs_over_two_decades():
+def test_default_study_is_seven_shapes_on_one_budget_with_lr_falling_as_sqrt_n():
+    plans = _plans(default_spec())
+    assert [p.describe for p in plans] == ["1x32", "1x48", "2x48", "2x64", "2x80", "3x112",
+                                           "4x144"]
+    assert [p.n_nonembed for p in plans] == [int(p.target_n) for p in plans]
+    assert len({p.D for p in plans}) == 1 and plans[0].D >= 4_000_000
+    for p in plans:
+        assert p.lr == pytest.approx(1.5e-3 * (p.n_nonembed / 1e6) ** -0.5)
+    # Five sizes lie at or below 1/6 of the largest's N: the fit of the trust check.
+    assert sum(p.n_nonembed <= plans[-1].n_nonembed / 6 for p in plans) == 5
+
+
+def test_plain_spec_ladder_is_six_rungs_over_two_decades():
     spec = StudySpec()
     sizes = target_sizes(spec)
     assert len(sizes) == 6

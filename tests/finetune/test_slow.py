@@ -73,6 +73,9 @@ def test_default_case_on_a_quick_study(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     rungs = [r["rung"] for r in summary["rungs"] if r["status"] == "done"]
     assert len(rungs) == 4
+    # The quick study is a first look that shows the right thing: loss falls at every rung.
+    losses = [r["val_loss"] for r in summary["rungs"]]
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     names = {f["name"]: f for f in summary["finetunes"]}
     assert set(names) == {f"r{r}-stdlib-test-{m}" for r in rungs
                           for m in ("full", "lora-r4", "lora-r16")}

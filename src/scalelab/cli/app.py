@@ -22,6 +22,15 @@ console = Console() if Console().is_terminal else Console(width=160)
 err_console = Console(stderr=True)
 
 
+def check_device(device: str | None) -> None:
+    """`--device`: one line and exit code 2 for anything but auto, cpu or cuda (None: the
+    spec's own)."""
+    from scalelab.errors import UserError
+
+    if device is not None and device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+
+
 @contextmanager
 def named_progress() -> Iterator[Callable[[str, int, int, float], None]]:
     """Progress bars for work that reports `on_progress(name, step, total, loss)` (variants,

@@ -16,7 +16,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from scalelab.cli.app import app, console, named_progress
+from scalelab.cli.app import app, check_device, console, named_progress
 from scalelab.cli.study import MLFLOW_OPTION
 from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
 from scalelab.errors import UserError
@@ -121,8 +121,7 @@ def compress(
     from scalelab.study import write_outputs
     from scalelab.train.measure import resolve_device
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+    check_device(device)
     # Everything is checked on a read-only view first: bad input changes nothing in the study.
     with StudyStore.open_readonly(folder) as ro:
         study, spec = _study_spec(ro)

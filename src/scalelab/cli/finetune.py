@@ -15,7 +15,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from scalelab.cli.app import app, console, named_progress
+from scalelab.cli.app import app, check_device, console, named_progress
 from scalelab.errors import UserError
 from scalelab.finetune.methods import DEFAULT_METHODS
 from scalelab.finetune.second_task import ON_HELP
@@ -118,8 +118,7 @@ def finetune(
     from scalelab.study import write_outputs
     from scalelab.train.measure import resolve_device
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+    check_device(device)
     try:
         import peft  # noqa: F401
     except ImportError:

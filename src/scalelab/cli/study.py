@@ -11,9 +11,10 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from scalelab.cli.app import app, console, err_console
+from scalelab.cli.app import app, check_device, console, err_console
+from scalelab.errors import UserError
 from scalelab.execute.base import BaseObserver
-from scalelab.spec import EXAMPLE_SPEC, StudySpec, load_spec, quick_spec
+from scalelab.spec import EXAMPLE_SPEC, load_spec, preset_spec, quick_spec
 from scalelab.store import StudyStore
 
 # The study modules import torch (seconds); they are imported inside the commands that need
@@ -220,6 +221,9 @@ def run(
     spec_path: Path | None = typer.Argument(None, metavar="[SPEC.yaml]", help="study spec"),
     out: Path | None = typer.Option(None, "--out", help="study folder [default: studies/NAME]"),
     quick: bool = typer.Option(False, "--quick", help="a 1-2 minute version for a first look"),
+    preset: str | None = typer.Option(
+        None, "--preset", help="a spec that ships with scalelab instead of SPEC: default (the "
+        "default study) or gpu (a ladder to 100M parameters for one CUDA GPU)"),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu or cuda [default: the spec's device, auto]"),
     executor: str = EXECUTOR_OPTION,
@@ -229,9 +233,10 @@ def run(
 ) -> None:
     from scalelab.study import default_out, run_study
 
-    if device is not None and device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
-    spec = load_spec(spec_path) if spec_path else StudySpec()
+    check_device(device)
+    if spec_path is not None and preset is not None:
+        raise UserError("give a SPEC file or --preset, not both")
+    spec = load_spec(spec_path) if spec_path else preset_spec(preset or "default")
     if quick:
         spec = quick_spec(spec)
     out = out or default_out(spec)

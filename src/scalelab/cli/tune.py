@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from scalelab.cli.app import app, console
+from scalelab.cli.app import app, check_device, console
 from scalelab.cli.study import (
     ADDRESS_OPTION,
     EXECUTOR_OPTION,
@@ -80,8 +80,7 @@ def tune(
 ) -> None:
     from scalelab.study import default_out, tune_study
 
-    if device is not None and device not in ("auto", "cpu", "cuda"):
-        raise typer.BadParameter("must be auto, cpu or cuda", param_hint="--device")
+    check_device(device)
     spec = load_spec(spec_path)
     out = out or default_out(spec)
     options = execute_options(executor, address, storage)
