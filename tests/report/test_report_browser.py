@@ -55,6 +55,17 @@ def _read_png(path: Path) -> np.ndarray:
     return px[:, :, :3].astype(np.int32)
 
 
+def screenshot(page: Path, tmp: Path, size: str = "1280,900") -> np.ndarray:
+    """The page rendered by headless Chromium, as RGB pixels; fails on a missing screenshot or
+    any console message (there is no script, so any would mean a failed load or parse)."""
+    shot = tmp / "shot.png"
+    res = _run([f"--screenshot={shot}", f"--window-size={size}", page.as_uri()], tmp)
+    assert shot.is_file(), res.stderr[-2000:]
+    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
+    assert not console, console
+    return _read_png(shot)
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory) -> Path:
     summary, curves = make_study()
@@ -135,13 +146,7 @@ def test_classifier_report_dom_has_every_panel(classifier_report, tmp_path):
     ("residuals-1", ("#1f6fb2",)),
 ])
 def test_classifier_panels_render_and_are_not_blank(classifier_report, tmp_path, panel, colours):
-    page = _panel_page(classifier_report, panel, tmp_path / f"{panel}.html")
-    shot = tmp_path / "shot.png"
-    res = _run([f"--screenshot={shot}", "--window-size=1280,900", page.as_uri()], tmp_path)
-    assert shot.is_file(), res.stderr[-2000:]
-    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
-    assert not console, console
-    px = _read_png(shot)
+    px = screenshot(_panel_page(classifier_report, panel, tmp_path / f"{panel}.html"), tmp_path)
     ink = (px < 235).any(axis=2)
     assert ink.mean() > 0.005, f"{panel} is (nearly) blank"
     for colour in colours:

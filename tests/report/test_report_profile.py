@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 from report_synth import make_study
-from test_report_browser import CHROMIUM, _colour_pixels, _panel_page, _read_png, _run
+from test_report_browser import CHROMIUM, _colour_pixels, _panel_page, _run, screenshot
 from test_report_tasks import _cards, _text
 
 from scalelab.laws import fit_study_power
@@ -132,13 +132,7 @@ def test_profile_panel_renders_in_chromium(study, tmp_path):
     dom = res.stdout
     assert 'id="profile-0"' in dom and 'id="trust-0"' in dom, res.stderr[-2000:]
     assert "no evidence beyond" in _section(dom, '<p class="fitted"', "</header>")
-    page = _panel_page(report, "profile-0", tmp_path / "profile.html")
-    shot = tmp_path / "shot.png"
-    res = _run([f"--screenshot={shot}", "--window-size=1280,900", page.as_uri()], tmp_path)
-    assert shot.is_file(), res.stderr[-2000:]
-    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
-    assert not console, console
-    px = _read_png(shot)
+    px = screenshot(_panel_page(report, "profile-0", tmp_path / "profile.html"), tmp_path)
     # the horizon (orange, dashed) and the first and last splits' lines (viridis ends)
     for colour in ("#d95f02", "#440154", "#b0dd2f"):
         assert _colour_pixels(px, colour) > 30, (colour, _colour_pixels(px, colour))

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from report_synth import make_study
-from test_report_browser import CHROMIUM, _colour_pixels, _panel_page, _read_png, _run
+from test_report_browser import CHROMIUM, _colour_pixels, _panel_page, screenshot
 from tests.laws.two_axis_synth import isoflop_rows
 
 from scalelab.laws.two_axis import fit_two_axis
@@ -100,13 +100,7 @@ def report(summary, tmp_path_factory) -> Path:
     ("two-axis-gap", ("#b00020",)),
 ])
 def test_panels_render_and_are_not_blank(report, tmp_path, panel, colours):
-    page = _panel_page(report, panel, tmp_path / f"{panel}.html")
-    shot = tmp_path / "shot.png"
-    res = _run([f"--screenshot={shot}", "--window-size=1280,900", page.as_uri()], tmp_path)
-    assert shot.is_file(), res.stderr[-2000:]
-    console = [ln for ln in res.stderr.splitlines() if "CONSOLE" in ln or "Uncaught" in ln]
-    assert not console, console
-    px = _read_png(shot)
+    px = screenshot(_panel_page(report, panel, tmp_path / f"{panel}.html"), tmp_path)
     ink = (px < 235).any(axis=2)
     assert ink.mean() > 0.005, f"{panel} is (nearly) blank"
     for colour in colours:
