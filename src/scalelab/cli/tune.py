@@ -78,7 +78,8 @@ def tune(
     storage: str | None = STORAGE_OPTION,
     mlflow: str | None = MLFLOW_OPTION,
 ) -> None:
-    from scalelab.study import default_out, tune_study
+    from scalelab.study import default_out
+    from scalelab.tune.driver import tune_study
 
     check_device(device)
     spec = load_spec(spec_path)

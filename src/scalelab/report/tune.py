@@ -3,7 +3,7 @@ learning rate, per rung; the best learning rate per rung against N with the fitt
 lr*(N) = c·N^gamma, its band, and the default rule; and the tuned ladder beside the default one
 (losses per rung, law, holdout error).
 
-`tune_section(tune)` reads tune.json's record (see `scalelab.study.tune_study`) and returns
+`tune_section(tune)` reads tune.json's record (see `scalelab.tune.driver.tune_study`) and returns
 trusted HTML, every study-derived string escaped here.
 """
 
