@@ -12,7 +12,8 @@ the compute. The JSON holds every number and whether each target was met; exit c
 way (2 on bad input).
 
     python benchmarks/wsd_vs_cosine.py [--sizes 1e4,5e4] [--tokens 2e5,4e5,6e5,8e5,1e6]
-                                       [--decay-frac 0.2] [--lr 3e-3] [--json OUT]
+                                       [--decay-frac 0.2] [--lr 3e-3] [--lr-exponent -0.33]
+                                       [--beta2 0.99] [--json OUT]
                                        [--keep DIR]
 """
 
@@ -37,22 +38,24 @@ LOSS_TOLERANCE = 0.01  # at most 1% apart in validation loss
 COMPUTE_TARGET = 0.5  # at no more than half the compute
 
 
-def _floats(text: str) -> list[float]:
+def _floats(text: str, least: int = 2) -> list[float]:
     try:
         values = [float(v) for v in text.split(",") if v.strip()]
     except ValueError:
         raise UserError(f"not a comma-separated list of numbers: {text!r}") from None
-    if len(values) < 2 or any(v <= 0 for v in values):
-        raise UserError(f"need 2 or more positive numbers, got {text!r}")
+    if len(values) < least or any(v <= 0 for v in values):
+        raise UserError(f"need {least} or more positive numbers, got {text!r}")
     return values
 
 
-def grid_spec(args: argparse.Namespace, schedule: str) -> dict:
+def grid_spec(args: argparse.Namespace, schedule: str, lr: float) -> dict:
     return {
         "name": f"wsd-vs-cosine-{schedule}",
         "family": {"name": "gpt", "block_size": args.block},
         "ladder": {"sizes": args.sizes, "tokens": args.tokens},
-        "train": {"batch_size": args.batch, "lr": args.lr, "schedule": schedule,
+        "train": {"batch_size": args.batch, "lr": lr, "lr_ref_nonembed": 1e5,
+                  "lr_exponent": args.lr_exponent,
+                  "beta2": args.beta2, "schedule": schedule,
                   "decay_frac": args.decay_frac,
                   "eval_every": args.eval_every, "final_eval_tokens": args.final_eval_tokens},
         "measure": {"latency_batches": [1], "latency_repeats": 3, "threads": args.threads},
@@ -73,10 +76,10 @@ def spent(rows: list[dict]) -> float:
     return total
 
 
-def run_sweep(args: argparse.Namespace, schedule: str, root: Path) -> dict:
-    out = root / schedule
+def run_sweep(args: argparse.Namespace, schedule: str, root: Path, lr: float) -> dict:
+    out = root / f"{schedule}-lr{lr:g}"
     t0 = time.perf_counter()
-    summary = run_study(parse_spec(grid_spec(args, schedule)), out)
+    summary = run_study(parse_spec(grid_spec(args, schedule, lr)), out)
     seconds = time.perf_counter() - t0
     from scalelab.store import StudyStore
 
@@ -90,6 +93,19 @@ def run_sweep(args: argparse.Namespace, schedule: str, root: Path) -> dict:
             "flops_if_independent": sum(r["flops"] for r in rows)}
 
 
+def best_of(sweeps: list[dict]) -> dict:
+    """One sweep of a schedule per peak learning rate -> the schedule at its own best rate: the
+    lowest validation loss at each (N, D). Compute and time are one sweep's (every rate trains
+    the same steps)."""
+    best: dict[tuple, dict] = {}
+    for sweep in sweeps:
+        for r in sweep["rows"]:
+            key = (r["n_nonembed"], r["D"])
+            if key not in best or r["val_loss"] < best[key]["val_loss"]:
+                best[key] = r
+    return {**sweeps[0], "rows": list(best.values())}
+
+
 def compare(cos: dict, wsd: dict) -> list[dict]:
     by_key = {(r["n_nonembed"], r["D"]): r for r in wsd["rows"]}
     out = []
@@ -97,6 +113,7 @@ def compare(cos: dict, wsd: dict) -> list[dict]:
         w = by_key[(c["n_nonembed"], c["D"])]
         out.append({"n_nonembed": c["n_nonembed"], "D": c["D"], "steps": c["steps"],
                     "describe": c["describe"], "cosine": c["val_loss"], "wsd": w["val_loss"],
+                    "cosine_lr": c["lr"], "wsd_lr": w["lr"],
                     "rel_diff": (w["val_loss"] - c["val_loss"]) / c["val_loss"],
                     "wsd_branch_of": w["trunk"], "flops_per_step": c["flops"] / c["steps"]})
     return out
@@ -122,7 +139,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sizes", default="1e4,5e4", help="target non-embedding sizes")
     p.add_argument("--tokens", default="2e5,4e5,6e5,8e5,1e6", help="D values (bytes)")
     p.add_argument("--decay-frac", type=float, default=0.2)
-    p.add_argument("--lr", type=float, default=3e-3, help="peak lr at 1e5 (lr ∝ N^-1/3)")
+    p.add_argument("--lr", default="3e-3", help="peak lr at 1e5 non-embedding params; several "
+                   "(3e-3,6e-3): each schedule is compared at its own best rate per (N, D)")
+    p.add_argument("--lr-exponent", type=float, default=-1.0 / 3.0, help="lr ∝ N^this")
+    p.add_argument("--beta2", type=float, default=0.99, help="AdamW beta2")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--block", type=int, default=64)
     p.add_argument("--eval-every", type=int, default=250)
@@ -133,12 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     try:
         args.sizes, args.tokens = _floats(args.sizes), _floats(args.tokens)
+        args.lr = _floats(args.lr, least=1)
         if not 0 < args.decay_frac < 1:
             raise UserError(f"--decay-frac must be in (0, 1), got {args.decay_frac}")
         with tempfile.TemporaryDirectory() as tmp:
             root = args.keep or Path(tmp)
-            cos = run_sweep(args, "cosine", root)
-            wsd = run_sweep(args, "wsd", root)
+            sweeps = {s: [run_sweep(args, s, root, lr) for lr in args.lr]
+                      for s in ("cosine", "wsd")}
+            cos, wsd = best_of(sweeps["cosine"]), best_of(sweeps["wsd"])
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -151,10 +173,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": platform.machine(), "processor": platform.processor(),
         "threads": torch.get_num_threads(), "torch": torch.__version__,
         "settings": {"sizes": args.sizes, "tokens": args.tokens, "decay_frac": args.decay_frac,
-                     "lr": args.lr,
-                     "batch_size": args.batch, "block_size": args.block,
+                     "lr": args.lr, "lr_ref_nonembed": 1e5, "lr_exponent": args.lr_exponent,
+                     "beta2": args.beta2, "batch_size": args.batch, "block_size": args.block,
                      "final_eval_tokens": args.final_eval_tokens},
         "matched": matched,
+        "by_lr": [{"lr": lr, "matched": compare(c, w)} for lr, c, w in
+                  zip(args.lr, sweeps["cosine"], sweeps["wsd"], strict=True)],
         "cosine": {k: v for k, v in cos.items() if k not in strip},
         "wsd": {k: v for k, v in wsd.items() if k not in strip},
         "compute_ratio": ratio, "max_abs_rel_diff": worst,

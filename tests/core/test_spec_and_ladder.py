@@ -21,16 +21,25 @@ def _plans(spec):
     return plan_ladder(spec, res.task, res.family)
 
 
-def test_default_study_is_seven_shapes_on_one_budget_with_lr_falling_as_sqrt_n():
-    plans = _plans(default_spec())
-    assert [p.describe for p in plans] == ["1x32", "1x48", "2x48", "2x64", "2x80", "3x112",
-                                           "4x144"]
-    assert [p.n_nonembed for p in plans] == [int(p.target_n) for p in plans]
-    assert len({p.D for p in plans}) == 1 and plans[0].D >= 4_000_000
+def test_default_study_is_seven_shapes_with_d_growing_as_sqrt_n_and_repeats_below_200k():
+    spec = default_spec()
+    plans = _plans(spec)
+    shapes = ["1x32", "1x48", "2x48", "2x64", "2x80", "3x112", "4x144"]
+    assert [p.describe for p in plans if p.repeat == 0] == shapes
+    # The five sizes below 200k run 4 times each, from 4 different seeds; the two largest once.
+    counts = {d: sum(p.describe == d for p in plans) for d in shapes}
+    assert counts == {**dict.fromkeys(shapes[:5], 4), "3x112": 1, "4x144": 1}
+    assert len({p.seed for p in plans}) == len(plans)
+    largest = plans[-1]
+    assert largest.describe == "4x144" and 4_000_000 <= largest.D < 4_000_000 + 1024
+    per_step = spec.train.batch_size * 64
     for p in plans:
-        assert p.lr == pytest.approx(1.5e-3 * (p.n_nonembed / 1e6) ** -0.5)
+        want = 4_000_000 * (p.n_nonembed / largest.n_nonembed) ** 0.5
+        assert want <= p.D < want + per_step
+        assert p.lr == pytest.approx(3e-3 * (p.n_nonembed / 1e5) ** (-1 / 3))
+    assert spec.train.beta2 == 0.95
     # Five sizes lie at or below 1/6 of the largest's N: the fit of the trust check.
-    assert sum(p.n_nonembed <= plans[-1].n_nonembed / 6 for p in plans) == 5
+    assert len({p.n_nonembed for p in plans if p.n_nonembed <= largest.n_nonembed / 6}) == 5
 
 
 def test_plain_spec_ladder_is_six_rungs_over_two_decades():

@@ -129,7 +129,8 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
     proc = subprocess.run(
         [sys.executable, "benchmarks/wsd_vs_cosine.py", "--sizes", "3e3,1.2e4", "--tokens",
          "2e4,4e4,6e4", "--batch", "8", "--block", "32", "--eval-every", "25",
-         "--final-eval-tokens", "4096", "--threads", "1", "--json", str(out)],
+         "--final-eval-tokens", "4096", "--threads", "1", "--lr", "3e-3,6e-3",
+         "--json", str(out)],
         cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
@@ -137,6 +138,13 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
     assert len(matched) == 6 and len({(m["n_nonembed"], m["D"]) for m in matched}) == 6
     for m in matched:
         assert m["rel_diff"] == pytest.approx((m["wsd"] - m["cosine"]) / m["cosine"])
+    # Each schedule at its own best rate: the lower of its two losses at every (N, D).
+    assert [b["lr"] for b in result["by_lr"]] == [3e-3, 6e-3]
+    for i, m in enumerate(matched):
+        per_lr = [b["matched"][i] for b in result["by_lr"]]
+        assert all((b["n_nonembed"], b["D"]) == (m["n_nonembed"], m["D"]) for b in per_lr)
+        assert m["cosine"] == min(b["cosine"] for b in per_lr)
+        assert m["wsd"] == min(b["wsd"] for b in per_lr)
     # two branches per size: WSD trains each size's longest D plus 20% of the two others
     assert sum(m["wsd_branch_of"] is not None for m in matched) == 4
     cos, wsd = result["cosine"], result["wsd"]
