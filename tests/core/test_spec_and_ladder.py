@@ -26,9 +26,9 @@ def test_default_study_is_seven_shapes_with_d_growing_as_sqrt_n_and_repeats_belo
     plans = _plans(spec)
     shapes = ["1x32", "1x48", "2x48", "2x64", "2x80", "3x112", "4x144"]
     assert [p.describe for p in plans if p.repeat == 0] == shapes
-    # The five sizes below 200k run 4 times each, from 4 different seeds; the two largest once.
+    # The five sizes below 200k run 6 times each, from 6 different seeds; the two largest once.
     counts = {d: sum(p.describe == d for p in plans) for d in shapes}
-    assert counts == {**dict.fromkeys(shapes[:5], 4), "3x112": 1, "4x144": 1}
+    assert counts == {**dict.fromkeys(shapes[:5], 6), "3x112": 1, "4x144": 1}
     assert len({p.seed for p in plans}) == len(plans)
     largest = plans[-1]
     assert largest.describe == "4x144" and 4_000_000 <= largest.D < 4_000_000 + 1024

@@ -23,8 +23,8 @@ from scalelab.store import StudyStore
 RUN_HELP = f"""Train the ladder of a study, fit its scaling law and write its report.
 
 Without SPEC the default study runs (the `default` preset): a GPT ladder of 7 sizes (1.3e4 to \
-1.0e6 non-embedding parameters; the five smallest 4 times each from different seeds, 22 runs) on \
-this Python's standard-library source, about 7 minutes on 2 CPU cores. Running the same command \
+1.0e6 non-embedding parameters; the five smallest 6 times each from different seeds, 32 runs) on \
+this Python's standard-library source, about 9 minutes on 2 CPU cores. Running the same command \
 again on an interrupted study resumes it: finished rungs are kept, an unfinished one continues \
 from its last checkpoint.
 
