@@ -129,16 +129,22 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
     proc = subprocess.run(
         [sys.executable, "benchmarks/wsd_vs_cosine.py", "--sizes", "3e3,1.2e4", "--tokens",
          "2e4,4e4,6e4", "--batch", "8", "--block", "32", "--eval-every", "25",
-         "--final-eval-tokens", "4096", "--threads", "1", "--lr", "3e-3,6e-3",
-         "--json", str(out)],
+         "--final-eval-tokens", "4096", "--threads", "1", "--lr", "3e-3,6e-3", "--seeds", "2",
+         "--jobs", "2", "--json", str(out)],
         cwd=root, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     matched = result["matched"]
     assert len(matched) == 6 and len({(m["n_nonembed"], m["D"]) for m in matched}) == 6
     for m in matched:
+        # each schedule's loss is its mean over the two seeds; the difference is of the means
+        assert len(m["cosine_losses"]) == len(m["wsd_losses"]) == 2
+        assert m["cosine"] == pytest.approx(sum(m["cosine_losses"]) / 2)
+        assert m["wsd"] == pytest.approx(sum(m["wsd_losses"]) / 2)
         assert m["rel_diff"] == pytest.approx((m["wsd"] - m["cosine"]) / m["cosine"])
-    # Each schedule at its own best rate: the lower of its two losses at every (N, D).
+        paired = [(w - c) / c for c, w in zip(m["cosine_losses"], m["wsd_losses"], strict=True)]
+        assert m["rel_diff_se"] == pytest.approx(abs(paired[0] - paired[1]) / 2)
+    # Each schedule at its own best rate: the lower of its two mean losses at every (N, D).
     assert [b["lr"] for b in result["by_lr"]] == [3e-3, 6e-3]
     for i, m in enumerate(matched):
         per_lr = [b["matched"][i] for b in result["by_lr"]]
@@ -146,7 +152,7 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
         assert m["cosine"] == min(b["cosine"] for b in per_lr)
         assert m["wsd"] == min(b["wsd"] for b in per_lr)
     # two branches per size: WSD trains each size's longest D plus 20% of the two others
-    assert sum(m["wsd_branch_of"] is not None for m in matched) == 4
+    assert sum(m["wsd_branch"] for m in matched) == 4
     cos, wsd = result["cosine"], result["wsd"]
     assert cos["flops_spent"] == pytest.approx(cos["flops_if_independent"])
     per_size = {}
@@ -157,7 +163,7 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
         group.sort(key=lambda m: m["D"])
         want += group[-1]["steps"] * group[-1]["flops_per_step"]
         want += sum(round(0.2 * m["steps"]) * m["flops_per_step"] for m in group[:-1])
-    assert wsd["flops_spent"] == pytest.approx(want)
+    assert wsd["flops_spent"] == pytest.approx(2 * want)  # both seeds
     assert result["compute_ratio"] == pytest.approx(wsd["flops_spent"] / cos["flops_spent"])
     assert result["loss_target_met"] == (result["max_abs_rel_diff"] <= 0.01)
     assert "compute spent" in proc.stdout
@@ -165,8 +171,11 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
 
 def test_the_benchmark_refuses_bad_input_with_exit_2(tmp_path):
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.run([sys.executable, "benchmarks/wsd_vs_cosine.py", "--tokens", "1e5",
-                           "--json", str(tmp_path / "x.json")],
-                          cwd=root, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "need 2 or more" in proc.stderr
-    assert not (tmp_path / "x.json").exists()
+    for bad, says in ((["--tokens", "1e5"], "need 2 or more"), (["--seeds", "0"], "--seeds"),
+                      (["--sizes", "1e4,1e4"], "same shape")):
+        proc = subprocess.run([sys.executable, "benchmarks/wsd_vs_cosine.py", *bad,
+                               "--json", str(tmp_path / "x.json")],
+                              cwd=root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "x.json").exists()
