@@ -390,7 +390,7 @@ def _fit_two_axis(rows: list[dict], spec: StudySpec) -> list[dict]:
 
 def _flat_latency(record: dict) -> dict:
     """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`."""
-    from scalelab.compress.latency import medians
+    from scalelab.train.measure import medians
 
     lat = record.get("latency_ms") or {}
     return {"latency_ms": medians(lat), "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}

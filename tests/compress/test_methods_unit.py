@@ -8,13 +8,13 @@ import torch
 
 from scalelab.compress import lowrank, sparse
 from scalelab.compress.base import REGISTRY, applicable, check_supported, get_method
-from scalelab.compress.latency import medians, speedups
 from scalelab.compress.layers import untied_linears
 from scalelab.compress.methods import KINDS, Method, parse_methods, parse_rung
 from scalelab.compress.prune import gpt_importance, prune_gpt, prune_structured
 from scalelab.errors import UserError
 from scalelab.models import count_params, gpt
 from scalelab.models.base import get_family
+from scalelab.train.measure import medians, speedups
 
 
 def _family(share=False) -> gpt.GPTFamily:

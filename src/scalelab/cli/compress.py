@@ -157,7 +157,7 @@ def _f(x: Any, fmt: str) -> str:
 def variant_table(summary: dict, names: list[str] | None = None) -> Table:
     """The variants of summary.json (latencies already medians per batch), at batch 1 and the
     largest batch measured."""
-    from scalelab.compress.latency import medians
+    from scalelab.train.measure import medians
 
     shown = [v for v in summary["variants"] if names is None or v["name"] in names]
     batches = sorted({b for v in shown for b in medians(v.get("latency_ms"))}, key=int)

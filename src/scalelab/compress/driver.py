@@ -32,11 +32,11 @@ from typing import TYPE_CHECKING
 import torch
 
 from scalelab.compress.base import Context, ProgressFn, get_method
-from scalelab.compress.latency import medians, speedups
 from scalelab.compress.load import load_rung_model
 from scalelab.compress.plan import CompressPlan, plan_compress
 from scalelab.records import Variant
 from scalelab.train import measure
+from scalelab.train.measure import medians, speedups
 
 if TYPE_CHECKING:
     from scalelab.models.base import Family

@@ -53,12 +53,11 @@ import torch.nn as nn
 from safetensors.torch import load_model
 
 from scalelab.compress.base import Built, CompressMethod, Context
-from scalelab.compress.latency import medians, speedups
 from scalelab.compress.methods import Method
 from scalelab.export import EXPORT_BATCH, OrtModule, export_onnx, quiet, require_onnx
 from scalelab.models.base import Family
 from scalelab.train.checkpoint import save_weights
-from scalelab.train.measure import latencies
+from scalelab.train.measure import latencies, medians, speedups
 
 CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # ORT's dynamic-quantized weight kernels

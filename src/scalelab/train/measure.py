@@ -11,7 +11,9 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -137,6 +139,24 @@ def latencies(model: nn.Module, task: Task, device: torch.device, batches: list[
               repeats: int) -> dict[str, dict]:
     """Latency at each batch size, on the task's example inputs; keys are the batch sizes."""
     return {str(b): latency_ms(model, task.example_input(b), device, repeats) for b in batches}
+
+
+# Latency dicts, one way: a measured latency is `{batch: {"median", "iqr", ...}}` (what
+# `latencies` returns); everywhere a single number per batch is needed (speedups, stored
+# reference latencies, messages, summary.json) it is the median, flattened by `medians`.
+def medians(latency: Mapping[str, Any] | None) -> dict[str, float]:
+    """`{batch: median ms}` of a measured latency dict (values that are already numbers, as in
+    summary.json, pass through)."""
+    out: dict[str, float] = {}
+    for batch, value in (latency or {}).items():
+        out[str(batch)] = float(value["median"] if isinstance(value, Mapping) else value)
+    return out
+
+
+def speedups(base: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, float]:
+    """base / new per batch size both measured (either form of `medians`' input)."""
+    b, n = medians(base), medians(new)
+    return {k: b[k] / v for k, v in n.items() if k in b and v > 0}
 
 
 def measure_model(model: nn.Module, task: Task, device: torch.device, eval_units: int,
