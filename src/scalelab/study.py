@@ -390,10 +390,9 @@ def _fit_two_axis(rows: list[dict], spec: StudySpec) -> list[dict]:
 
 def _flat_latency(record: dict) -> dict:
     """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`."""
-    from scalelab.train.measure import medians
-
     lat = record.get("latency_ms") or {}
-    return {"latency_ms": medians(lat), "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
+    return {"latency_ms": measure.medians(lat),
+            "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
 
 
 def _rung_summary(r: dict, vendor_peak: float | None = None) -> dict:

@@ -36,7 +36,6 @@ from scalelab.compress.load import load_rung_model
 from scalelab.compress.plan import CompressPlan, plan_compress
 from scalelab.records import Variant
 from scalelab.train import measure
-from scalelab.train.measure import medians, speedups
 
 if TYPE_CHECKING:
     from scalelab.models.base import Family
@@ -122,8 +121,8 @@ def compress_study(store: StudyStore, spec: StudySpec, task: Task | None, family
             "base_bytes": row.get("checkpoint_bytes"),
             "size_ratio": (row["checkpoint_bytes"] / built.bytes
                            if row.get("checkpoint_bytes") else None),
-            "base_latency_ms": medians(base_lat) if base_lat else None,
-            "speedup": speedups(base_lat, measured["latency_ms"]) if base_lat else None,
+            "base_latency_ms": measure.medians(base_lat) if base_lat else None,
+            "speedup": measure.speedups(base_lat, measured["latency_ms"]) if base_lat else None,
         })
         extra.update(method.after_measure(built, measured))
         variant = Variant(
@@ -134,7 +133,7 @@ def compress_study(store: StudyStore, spec: StudySpec, task: Task | None, family
             peak_mem_bytes=measured["peak_mem_bytes"], extra=extra)
         store.record_variant(variant.to_dict())
         records[name] = variant
-        lat = {b: round(v, 3) for b, v in medians(measured["latency_ms"]).items()}
+        lat = {b: round(v, 3) for b, v in measure.medians(measured["latency_ms"]).items()}
         say(f"{name}: loss {val if val is None else round(val, 4)}, {built.bytes:,} bytes, "
             f"latency ms {lat}")
     return [records[name] for name in plan.names()]
