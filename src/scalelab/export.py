@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -74,6 +75,25 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[:200]}" if text else type(err).__name__
 
 
+def check_writable(path: Path) -> None:
+    """UserError (one line naming `path`) unless a file can be written there: checked before
+    an export, which otherwise fails only after seconds of tracing, and then in the exporter's
+    words. An existing file is opened for appending (its content untouched); a new one is
+    created and removed again."""
+    if path.is_dir():
+        raise UserError(f"{path} is a folder: give a file name in it")
+    if not path.parent.is_dir():
+        raise UserError(f"folder {path.parent} does not exist")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        raise UserError(f"cannot write {path}: {err.strerror}") from None
+    if not existed:
+        os.unlink(path)
+
+
 def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor) -> str:
     """Write `model` (fp32, CPU) as ONNX with a dynamic batch, traced on `example` (a batch of
     `task.example_input`, batch size >= 2 so the batch stays symbolic); returns the exporter used.
@@ -103,14 +123,24 @@ def export_onnx(model: nn.Module, path: str | Path, example: torch.Tensor) -> st
         return "torchscript"
 
 
-def ort_session(path: str | Path) -> Any:
-    """An ONNX Runtime CPU session using as many threads as torch does (fair latency)."""
+# Session config keys that, set to "0", stop ONNX Runtime's pool threads spin-waiting for work.
+ORT_NO_SPIN = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinning")
+
+
+def ort_session(path: str | Path, spin: bool = False) -> Any:
+    """An ONNX Runtime CPU session using as many threads as torch does (fair latency), whose
+    threads do not spin-wait: by default they keep spinning after each run (measured: ~8 ms of
+    CPU burnt in the 20 ms after a run, none with spinning off), which takes the cores from
+    whatever is timed next, the base rung's PyTorch latency included. `spin=True` keeps ONNX
+    Runtime's default, for benchmarks/latency_stability.py's baseline only."""
     require_onnx()
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = torch.get_num_threads()
     opts.inter_op_num_threads = 1
+    for key in () if spin else ORT_NO_SPIN:
+        opts.add_session_config_entry(key, "0")
     opts.log_severity_level = 3
     return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
@@ -153,5 +183,5 @@ def max_abs_logit_diff(reference: nn.Module, candidate: nn.Module, task: Task,
     return worst
 
 
-__all__ = ["EXPORT_BATCH", "MERGE_TOLERANCE", "ONNX_TOLERANCE", "OrtModule", "export_onnx",
-           "max_abs_logit_diff", "ort_session", "quiet", "require_onnx"]
+__all__ = ["EXPORT_BATCH", "MERGE_TOLERANCE", "ONNX_TOLERANCE", "OrtModule", "check_writable",
+           "export_onnx", "max_abs_logit_diff", "ort_session", "quiet", "require_onnx"]

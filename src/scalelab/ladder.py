@@ -19,6 +19,44 @@ from scalelab.records import RungPlan
 from scalelab.spec import StudySpec
 from scalelab.tasks.base import Task
 
+# Defaults of a spec that leaves out train.lr or train.tokens (resolve_train), chosen per task.
+LM_LR = 3e-3  # a language model (a sequence task) at lr_ref_nonembed: the default study's rate
+VECTOR_LR = 1e-3  # a model of vectors or images (MLP, CNN, a custom factory): Adam's usual rate
+TEXT_UNITS = 4_000_000  # a text's budget in its own unit (bytes or tokens) for every rung
+# A task that knows its training rows (a table, digits) trains for a whole number of epochs:
+# about TABLE_EXAMPLES examples (enough optimizer steps for a small model to settle, ~1,900 at
+# batch 16), but no fewer than MIN_EPOCHS passes over a large table and no more than MAX_EPOCHS
+# over a small one (past that a small model only memorises its rows).
+TABLE_EXAMPLES = 30_000
+MIN_EPOCHS = 3
+MAX_EPOCHS = 100
+
+
+def default_epochs(train_rows: int) -> int:
+    """The epochs a table of `train_rows` rows trains for when its spec gives no budget."""
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, math.ceil(TABLE_EXAMPLES / train_rows)))
+
+
+def resolve_train(spec: StudySpec, task: Task, family: Family) -> StudySpec:
+    """The spec with what it left out of `train` chosen for its task and family:
+    - `lr`: LM_LR for a language model (a sequence task), VECTOR_LR for any other model (the
+      size rule lr_ref_nonembed / lr_exponent applies to either);
+    - `tokens` (when neither it nor tokens_per_param is given): `default_epochs` passes over the
+      training rows of a task that knows them (`task.train_units`; examples), else TEXT_UNITS.
+    The study stores the spec this returns, so a resume, `show` and the report see the values
+    chosen, and resolving a stored spec again changes nothing."""
+    t = spec.train
+    update: dict = {}
+    if t.lr is None:
+        update["lr"] = LM_LR if task.io.kind == "sequence" else VECTOR_LR
+    if t.tokens is None and t.tokens_per_param is None:
+        rows = getattr(task, "train_units", None)
+        by_rows = rows and task.unit == "example"
+        update["tokens"] = default_epochs(rows) * rows if by_rows else TEXT_UNITS
+    if not update:
+        return spec
+    return spec.model_copy(update={"train": t.model_copy(update=update)})
+
 
 def target_sizes(spec: StudySpec) -> list[float]:
     return spec.ladder.targets()
@@ -77,6 +115,7 @@ def plan_ladder(spec: StudySpec, task: Task, family: Family) -> list[RungPlan]:
     IsoFLOP budgets). A rung's `repeat` is its seed repeat (`ladder.repeats`), or its fold for a
     k-fold task; a study cannot have both (one clear line if asked). Every problem with the
     ladder is a UserError here, before anything is written."""
+    spec = resolve_train(spec, task, family)
     if spec.ladder.two_axis:
         return _plan_two_axis(spec, task, family)
     t = spec.train

@@ -15,6 +15,12 @@ the lowest loss. Losses that round to the same multiple of LOSS_TIE (1e-4 nats, 
 validation split resolves) count as a tie, broken by fewer bytes, then lower latency, then
 name. The choice always lies on the frontier.
 
+Unstable latencies: a model whose latency at the chosen batch is flagged (`scalelab.latency`: its
+IQR over 30% of its median, still after a second measurement) is still a candidate, judged on its
+median as measured, but the answer names it: `latency_flagged` on each model, the list
+`unstable`, and the reason says so when the choice (or the closest) is one of them, since its
+latency may be far from what a quiet machine gives.
+
 When nothing meets the constraints, `closest` is the model with the smallest total normalised
 violation, sum over constraints of max(0, value / limit - 1) (so 10% over a latency budget weighs
 the same as 10% over a size budget); ties are broken by lower loss, then name.
@@ -37,6 +43,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from scalelab import latency
 from scalelab.errors import UserError
 from scalelab.values import finite
 
@@ -167,6 +174,8 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
     front_names = {m["name"] for m in front}
     for m in usable:
         m["on_frontier"] = m["name"] in front_names
+        m["latency_flagged"] = latency.flagged(m, batch)
+    unstable = sorted(m["name"] for m in usable if m["latency_flagged"])
 
     def violation(m: dict) -> float:
         return sum(max(0.0, metric(m, k, batch) / lim - 1.0) for k, lim in limits.items())
@@ -182,6 +191,7 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
         "frontier": [m["name"] for m in front], "considered": len(usable), "skipped": skipped,
         "feasible": sorted(m["name"] for m in feasible),
         "task": task if task is not None else (summary.get("study") or {}).get("task"),
+        "unstable": unstable,
     }
     if feasible:
         best = min(feasible, key=lambda m: _order(m, batch))
@@ -190,7 +200,7 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
         result["reason"] = (
             f"{best['name']} has the lowest validation loss ({loss:.4f} nats) of the "
             f"{len(feasible)} of {len(usable)} models meeting {wanted} (latency {lat:.3g} ms "
-            f"{where}, {nbytes:,.0f} bytes)")
+            f"{where}, {nbytes:,.0f} bytes)") + _unstable_note(best, unstable, batch)
         return result
     closest = min(usable, key=lambda m: (violation(m), metric(m, "val_loss", batch), m["name"]))
     misses = []
@@ -201,5 +211,22 @@ def recommend(summary: Mapping[str, Any], max_latency_ms: float | None = None,
                           f"{100 * (v / lim - 1):.0f}% over the limit {_fmt_value(key, lim)}")
     result["closest"] = closest
     result["reason"] = (f"none of the {len(usable)} models meets {wanted} ({where}); closest is "
-                        f"{closest['name']}: " + "; ".join(misses))
+                        f"{closest['name']}: " + "; ".join(misses)
+                        + _unstable_note(closest, unstable, batch))
     return result
+
+
+def _unstable_note(pick: Mapping[str, Any], unstable: list[str], batch: str) -> str:
+    """The reason's clause naming flagged latencies: the pick's own first, then the others."""
+    if not unstable:
+        return ""
+    what = (f"its timed calls spread: IQR over {latency.UNSTABLE_IQR:.0%} of the median; judged "
+            "on the median as measured, re-measure on a quiet machine")
+    others = [n for n in unstable if n != pick["name"]]
+    note = ""
+    if pick["name"] in unstable:
+        note += f". {pick['name']}'s latency at batch {batch} is flagged UNSTABLE ({what})"
+    if others:
+        note += (f". Latency at batch {batch} flagged unstable for: {', '.join(others)}"
+                 + ("" if pick["name"] in unstable else f" ({what})"))
+    return note

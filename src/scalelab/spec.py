@@ -6,6 +6,8 @@ problem with a file into a `UserError` whose message names the key and what is w
 
 from __future__ import annotations
 
+import glob
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -156,6 +158,9 @@ class LadderSpec(_Strict):
                 raise ValueError("a two-axis grid needs 2 or more sizes (ladder.sizes)")
 
 
+OLD_DIVERGE_FACTOR = 3.0  # the default of the guard diverge_rise replaced (see TrainSpec)
+
+
 class TrainSpec(_Strict):
     """One rung's training. Budget D, in the task's unit (bytes or tokens for text, examples for
     tabular data and images), one of:
@@ -164,14 +169,19 @@ class TrainSpec(_Strict):
       tokens_exponent`, so `tokens` is the budget of a rung of `tokens_ref_nonembed`;
     - `tokens_per_param × n_nonembed` (D ∝ N). The learning rate follows
     `lr × (n_nonembed / lr_ref_nonembed) ^ lr_exponent` (lr ∝ N^-1/3 by default), with linear
-    warm-up then cosine decay to `min_lr_frac × lr` over each rung's own number of steps."""
+    warm-up then cosine decay to `min_lr_frac × lr` over each rung's own number of steps.
 
-    tokens: int = Field(4_000_000, gt=0)
+    Left out, `tokens` and `lr` are chosen for the task when the study resolves its spec
+    (`ladder.resolve_train`), and the spec is stored with the values chosen: a task that knows
+    its training rows (a table, digits) gets a number of epochs decided from its size, text 4M
+    units; a language model lr 3e-3, a model of vectors or images 1e-3."""
+
+    tokens: int | None = Field(None, gt=0)
     tokens_exponent: float = Field(0.0, ge=0, le=2)
     tokens_ref_nonembed: float = Field(1e6, gt=0)
     tokens_per_param: float | None = Field(None, gt=0)
     batch_size: int = Field(16, gt=0)
-    lr: float = Field(3e-3, gt=0)
+    lr: float | None = Field(None, gt=0)
     lr_ref_nonembed: float = Field(1e5, gt=0)
     lr_exponent: float = Field(-1.0 / 3.0, le=0)
     warmup_frac: float = Field(0.05, ge=0, lt=1)
@@ -184,9 +194,10 @@ class TrainSpec(_Strict):
     eval_tokens: int = Field(16_384, gt=0, description="validation tokens per periodic check")
     final_eval_tokens: int = Field(262_144, gt=0, description="validation tokens of the final loss")
     checkpoint_every: int = Field(500, gt=0, description="optimizer steps between checkpoints")
-    diverge_factor: float = Field(
-        3.0, gt=1, description="diverged when an interval's mean training loss exceeds "
-                               "factor × the best such mean so far")
+    diverge_rise: float = Field(
+        0.5, gt=0, le=1, description="diverged when an interval's mean training loss climbs "
+        "above the best so far by more than this share of its fall from the first interval's "
+        "(1: back to where it started) and by more than 4x its noise (train/diverge.py)")
     seed: int = 0
     shared_data_order: bool = Field(
         False, description="every size reads the same batches in the same order (repeat r: "
@@ -207,10 +218,26 @@ class TrainSpec(_Strict):
                               "linearly, to min_lr_frac × lr")
 
     def budget(self, n_nonembed: float) -> float:
-        """A rung's budget D in the task's unit, by the rule above."""
+        """A rung's budget D in the task's unit, by the rule above (`tokens` resolved)."""
         if self.tokens_per_param:
             return self.tokens_per_param * n_nonembed
+        if self.tokens is None:
+            raise ValueError("train.tokens is chosen for the task first (ladder.resolve_train)")
         return self.tokens * (n_nonembed / self.tokens_ref_nonembed) ** self.tokens_exponent
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_guard(cls, data: object) -> object:
+        """`diverge_factor` (the guard before diverge_rise: diverged above factor × the best
+        loss) is in every spec stored before it was replaced; at its default 3 it meant "the
+        default guard" and is dropped, any other value is refused naming the new setting."""
+        if isinstance(data, dict) and "diverge_factor" in data:
+            data = dict(data)
+            if data.pop("diverge_factor") != OLD_DIVERGE_FACTOR:
+                raise ValueError("diverge_factor is replaced by diverge_rise (the share of the "
+                                 "loss's fall a climb must give back to count as divergence); "
+                                 "remove diverge_factor")
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> TrainSpec:
@@ -323,7 +350,8 @@ def quick_spec(spec: StudySpec | None = None) -> StudySpec:
     scaled down where needed so that no rung trains on more than `QUICK_MAX_UNITS`; fewer
     evaluation windows and bootstrap resamples. Because it keeps the spec's sizes and budget
     rule, the quick study of the default study is its smaller end, and its loss falls at every
-    rung as the full study's does. A two-axis ladder keeps its 3 smallest IsoFLOP budgets with 3
+    rung as the full study's does. A spec that leaves its budget to the task keeps it (a table's
+    epochs are already sized for it). A two-axis ladder keeps its 3 smallest IsoFLOP budgets with 3
     sizes each (the least a parabola needs), or its `QUICK_RUNGS` smallest sizes by its 2
     smallest D."""
     base = spec or default_spec()
@@ -343,8 +371,10 @@ def quick_spec(spec: StudySpec | None = None) -> StudySpec:
 
 def _quick_n_ladder(base: StudySpec, data: dict) -> None:
     sizes = base.ladder.targets()[:QUICK_RUNGS]
-    scale = min(1.0, QUICK_MAX_UNITS / max(base.train.budget(n) for n in sizes))
     data["ladder"]["sizes"] = sizes
+    if base.train.tokens is None and base.train.tokens_per_param is None:
+        return  # the task's own budget (chosen at resolve time for its size) is kept
+    scale = min(1.0, QUICK_MAX_UNITS / max(base.train.budget(n) for n in sizes))
     train = data["train"]
     if train["tokens_per_param"]:
         train["tokens_per_param"] *= scale
@@ -415,6 +445,9 @@ def parse_spec(data: object, source: str = "spec") -> StudySpec:
 
 
 def load_spec(path: str | Path) -> StudySpec:
+    """The spec in a YAML file. Its relative paths are resolved from the file's folder and
+    stored absolute (`resolve_paths`), so the study does not depend on the working directory
+    it is run from, and its stored spec rebuilds the same task from anywhere."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -426,7 +459,117 @@ def load_spec(path: str | Path) -> StudySpec:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise UserError(f"{path}: malformed YAML{where}") from None
-    return parse_spec(data, str(path))
+    if isinstance(data, dict):
+        data = resolve_paths(data, path.resolve().parent, source=str(path))
+    return parse_spec(from_default_study(data), str(path))
+
+
+# Task options that name a file, a folder or a glob, in any task (tabular and text `path`, the
+# text task's `tokenizer_dir`). A path written from `~`, a `{stdlib}`-like folder or `/` is
+# kept as written.
+PATH_OPTIONS = ("path", "tokenizer_dir")
+CHECKED_PATHS = ("path",)  # data that must exist (a tokenizer_dir is made when missing)
+
+
+def resolve_paths(data: dict, base: Path, source: str | None = None) -> dict:
+    """A copy of the spec mapping `data` with its relative paths resolved from the folder
+    `base`: the task's PATH_OPTIONS, and the custom family's `module_dir` (the folder its
+    factory's module is imported from; `base` itself when the spec names none). A spec file
+    resolves from its own folder (`load_spec`); a study compares a stored spec with the one it
+    resumes with after resolving both from the working directory, as scalelab did before
+    paths were resolved, so a study stored with relative paths still resumes.
+
+    With `source` (the spec file), a data path that is not there is one UserError line naming
+    the path as written and where it was looked for."""
+    out = dict(data)
+    task = out.get("task")
+    if isinstance(task, dict):
+        task = out["task"] = dict(task)
+        for key in PATH_OPTIONS:
+            written = task.get(key)
+            if not isinstance(written, str) or not _relative(written):
+                continue
+            task[key] = os.path.normpath(base / written)
+            if source is not None and key in CHECKED_PATHS:
+                _check_exists(written, task[key], f"{source}: task.{key}")
+    family = out.get("family")
+    if isinstance(family, dict) and family.get("name") == "custom":
+        family = out["family"] = dict(family)
+        folder = family.get("module_dir")
+        if folder is None or (isinstance(folder, str) and _relative(folder)):
+            family["module_dir"] = os.path.normpath(base / (folder or "."))
+    return out
+
+
+def _relative(path: str) -> bool:
+    return bool(path) and not path.startswith(("~", "{")) and not os.path.isabs(path)
+
+
+def _check_exists(written: str, resolved: str, where: str) -> None:
+    if glob.has_magic(resolved):
+        if glob.glob(resolved, recursive=True):
+            return
+    elif os.path.exists(resolved):
+        return
+    hint = ""
+    if os.path.exists(written) or (glob.has_magic(written) and glob.glob(written, recursive=True)):
+        hint = (f"; {written} is found from the working directory: write the path from the "
+                "spec's folder, or absolute")
+    raise UserError(f"{where} {written!r} not found: looked for {resolved} (a spec's relative "
+                    f"paths are resolved from its own folder){hint}")
+
+
+# The train keys that together make one budget rule: a spec that gives any of them replaces the
+# default study's whole rule (its tokens, exponent and reference size), not one part of it.
+BUDGET_KEYS = ("tokens", "tokens_exponent", "tokens_ref_nonembed", "tokens_per_param")
+
+
+def starts_from_default_study(data: object) -> bool:
+    """Whether a spec file starts from the default study (`from_default_study`)."""
+    if not isinstance(data, dict) or "ladder" in data:
+        return False
+    task, family = data.get("task") or {}, data.get("family") or {}
+    return isinstance(task, dict) and isinstance(family, dict) \
+        and task.get("name", "pycode") == "pycode" and family.get("name", "gpt") == "gpt"
+
+
+def base_note(path: str | Path) -> str | None:
+    """The line `scalelab run` prints for a spec file that starts from the default study."""
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        return None  # load_spec has already said what is wrong with the file
+    if not starts_from_default_study(data):
+        return None
+    return (f"{path} gives no ladder: it starts from the default study (preset 'default'), "
+            "its keys replacing the preset's")
+
+
+def from_default_study(data: object) -> object:
+    """A partial spec file for the default task starts from the default study.
+
+    Decision: a spec file that gives no `ladder` and trains the default study's task and family
+    (pycode and gpt, or leaves them out) is the `default` preset with the file's keys replacing
+    the preset's, key by key within each section: `train: {seed: 1}` is the default study with
+    seed 1, not StudySpec's field defaults (another ladder, one run per size, one budget). A
+    file that gives any budget key (BUDGET_KEYS) replaces the preset's budget rule as a whole.
+    A file with its own ladder, task or family starts from StudySpec's field defaults, with the
+    budget and lr chosen for its task (`ladder.resolve_train`). `scalelab run` says in one line
+    which it started from. `parse_spec` (a dict through the API) never merges."""
+    if not starts_from_default_study(data):
+        return data
+    assert isinstance(data, dict)
+    preset = Path(__file__).parent / "presets" / "default.yaml"
+    merged = yaml.safe_load(preset.read_text())
+    for key, value in data.items():
+        base = merged.get(key)
+        if not (isinstance(value, dict) and isinstance(base, dict)):
+            merged[key] = value
+            continue
+        if key == "train" and any(k in value for k in BUDGET_KEYS):
+            base = {k: v for k, v in base.items() if k not in BUDGET_KEYS}
+        merged[key] = {**base, **value}
+    return merged
 
 
 EXAMPLE_SPEC = """\

@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS rungs (
     diverged_step INTEGER, diverged_reason TEXT,
     checkpoint TEXT,
     updated REAL,
+    failed_reason TEXT,
     UNIQUE (key_n, key_d, repeat)
 );
 CREATE TABLE IF NOT EXISTS curves (
@@ -484,6 +485,9 @@ class StudyStore:
         for key in ("spec", "machine", "corpus"):
             raw = out.pop(f"{key}_json")
             out[key] = json.loads(raw) if raw else None
+        model = (self.conn.execute("SELECT fingerprint_json FROM model WHERE id = 1").fetchone()
+                 if _has_table(self.conn, "model") else None)
+        out["model"] = json.loads(model[0]) if model is not None else None
         return out
 
     def init_study(self, name: str, task: str, family: str, spec: dict) -> None:
@@ -502,6 +506,13 @@ class StudyStore:
                 "vendor_peak_flops = ? WHERE id = 1",
                 (json.dumps(machine), json.dumps(corpus), gemm_peak, vendor_peak),
             )
+
+    def set_model(self, fingerprint: dict) -> None:
+        """Record the fingerprint of the code that builds the study's models
+        (`scalelab.models.base.family_fingerprint`); a resume compares against it."""
+        with self.conn:
+            self.conn.execute("INSERT OR REPLACE INTO model (id, fingerprint_json) VALUES (1, ?)",
+                              (json.dumps(fingerprint),))
 
     # -- rungs ---------------------------------------------------------------------------------
 
@@ -529,9 +540,25 @@ class StudyStore:
         return added
 
     def set_status(self, rung: int, status: str) -> None:
+        """A new status; the reason of an earlier failure goes with the old status."""
         with self.conn:
-            self.conn.execute("UPDATE rungs SET status = ?, updated = ? WHERE rung = ?",
-                              (status, time.time(), rung))
+            self.conn.execute("UPDATE rungs SET status = ?, failed_reason = NULL, updated = ? "
+                              "WHERE rung = ?", (status, time.time(), rung))
+
+    def fail_rung(self, rung: int, reason: str) -> None:
+        """Status `failed` with its reason (one line): the rung stopped on an error and did not
+        finish; a resume trains it again."""
+        with self.conn:
+            self.conn.execute("UPDATE rungs SET status = 'failed', failed_reason = ?, updated = ? "
+                              "WHERE rung = ?", (reason, time.time(), rung))
+
+    def drop_rungs(self, rungs: list[int]) -> None:
+        """Forget planned rungs and their curves (one transaction), so they can be planned
+        again (`scalelab run --replan`); never used on finished rungs."""
+        with self.conn:
+            for rung in rungs:
+                self.conn.execute("DELETE FROM curves WHERE rung = ?", (rung,))
+                self.conn.execute("DELETE FROM rungs WHERE rung = ?", (rung,))
 
     def record_rung(self, rung: int, result: dict) -> None:
         """Write a finished rung's measurements (`RungResult.to_dict()`; one transaction).
@@ -754,6 +781,13 @@ FINETUNE_JSON = {"settings": "settings_json", "task_spec": "task_json", "metrics
                  "window_losses": "window_losses_json", "extra": "extra_json"}
 
 
+MODEL_TABLE = """
+CREATE TABLE IF NOT EXISTS model (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    fingerprint_json TEXT NOT NULL
+)"""
+
+
 def _two_axis_keys(row: dict) -> dict:
     plan = row["plan"] if isinstance(row["plan"], dict) else {}
     units = plan.get("train_units")
@@ -764,13 +798,19 @@ def _two_axis_keys(row: dict) -> dict:
 
 def _add_tables(conn: sqlite3.Connection) -> None:
     """What schema 2 gained after its first release, added on every writer open: the
-    fine-tuning tables, and the rungs' `energy_j` column (NVML energy; NULL where the device
-    reports none). Readers of a study without them see no such key (`.get` gives None)."""
+    fine-tuning tables, the rungs' `energy_j` column (NVML energy; NULL where the device
+    reports none) and `failed_reason` (why a rung stopped on an error), and the `model` table:
+    one row, the fingerprint of the code that builds the study's models (none in a study made
+    before it, which records it on its next run; `scalelab.planned`). Readers of a study
+    without them see no such key (`.get` gives None) and no fingerprint."""
     with conn:
         for statement in _FINETUNE_STATEMENTS:
             conn.execute(statement)
-        if "energy_j" not in _columns(conn, "rungs"):
-            conn.execute("ALTER TABLE rungs ADD COLUMN energy_j REAL")
+        conn.execute(MODEL_TABLE)
+        rung_columns = _columns(conn, "rungs")
+        for column, kind in (("energy_j", "REAL"), ("failed_reason", "TEXT")):
+            if column not in rung_columns:
+                conn.execute(f"ALTER TABLE rungs ADD COLUMN {column} {kind}")
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from scalelab import latency
 from scalelab.errors import UserError
 from scalelab.execute import ExecuteOptions, Executor, check_storage, open_executor
 from scalelab.execute.base import (
@@ -33,12 +34,15 @@ from scalelab.execute.base import (
     Progress,
     Started,
     Workload,
+    one_line,
 )
 from scalelab.execute.branches import link as link_branches
-from scalelab.ladder import plan_ladder
-from scalelab.models.base import Family, check_fit, family_options, get_family
+from scalelab.ladder import plan_ladder, resolve_train
+from scalelab.laws.engine import MIN_POINTS_FOR_FIT  # noqa: F401 (the study's rule, re-exported)
+from scalelab.models.base import Family, check_fit, check_forward, family_options, get_family
+from scalelab.planned import check_resume
 from scalelab.records import FINISHED, RungPlan, RungResult
-from scalelab.spec import StudySpec, TrainSpec, parse_spec
+from scalelab.spec import StudySpec, TrainSpec, parse_spec, resolve_paths
 from scalelab.store import StudyStore
 from scalelab.tasks import get_task, task_options
 from scalelab.tasks.base import Task
@@ -59,10 +63,11 @@ RUN_COLUMNS = (
     # Added with two-axis ladders: the IsoFLOP budget C (None off one), passes over the training
     # split (epochs > 1: repeated data), the schedule, and the trunk a WSD branch starts from.
     "budget", "epochs", "schedule", "trunk",
+    # Why a rung with status `failed` stopped (its error in one line); None otherwise.
+    "failed_reason",
 )
 # Task metrics that get a column of their own (as val_<name>) in summary.json and runs.csv.
 METRIC_COLUMNS = ("error", "accuracy", "rmse")
-MIN_POINTS_FOR_FIT = 3
 
 
 def default_out(spec: StudySpec) -> Path:
@@ -116,6 +121,7 @@ def resolve(spec: StudySpec, task: Task | None = None, family: Family | None = N
             options["tokenizer_dir"] = str(out)  # a trained BPE lives with its study
         task = get_task(spec.task.name, context=family.context, **options)
     check_fit(family, task.io, getattr(task, "name", type(task).__name__))
+    spec = resolve_train(spec, task, family)  # the budget and lr it left out, for this task
     if spec.compress is not None:
         from scalelab.compress.base import check_supported
         from scalelab.compress.methods import parse_methods, parse_rung
@@ -132,7 +138,10 @@ RESUMABLE_KEYS = ("device", "execute", "tune")
 
 
 def _comparable(spec: dict) -> dict:
-    canon = canonical_spec(parse_spec(spec))
+    """The parts of a stored spec a resume must match, its relative paths resolved from the
+    working directory: a spec file's paths are stored absolute (resolved from its folder), a
+    study stored before that holds them as written, relative to the directory it ran from."""
+    canon = resolve_paths(canonical_spec(parse_spec(spec)), Path.cwd())
     return {k: v for k, v in canon.items() if k not in RESUMABLE_KEYS}
 
 
@@ -193,6 +202,7 @@ class RungRecorder:
             self.store.record_rung(rung, self._keep_weights(rung, event.result).to_dict())
         elif isinstance(event, Failed):
             self.failed[rung] = event.error
+            self.store.fail_rung(rung, event.error)
         for observer in self.observers:
             observer.on_event(event)
 
@@ -244,7 +254,16 @@ def drive_rungs(store: StudyStore, executor: Executor, work: Workload, plans: li
     recorder = RungRecorder(store, jobs, observers)
     for observer in observers:
         observer.on_jobs(jobs)
-    executor.run(jobs, work, recorder)
+    try:
+        executor.run(jobs, work, recorder)
+    except Exception as err:
+        # An error outside the jobs' own (the driver's, or the executor's): a rung it cut short
+        # is failed with that reason, not left `running`. (An interrupt leaves it as it is.)
+        reason = one_line(err)
+        for r in store.rungs():
+            if r["status"] == "running" and r["rung"] in recorder.rungs.values():
+                store.fail_rung(r["rung"], reason)
+        raise
     if recorder.failed:
         first = min(recorder.failed)
         raise StudyIncomplete(
@@ -281,6 +300,7 @@ def run_study(
     executor: Executor | None = None,
     observers: Sequence[Observer] = (),
     plans: list[RungPlan] | None = None,
+    replan: bool = False,
 ) -> dict:
     """Train (or resume) every rung, fit the law, write outputs; returns the summary.
 
@@ -288,14 +308,22 @@ def run_study(
     models/base.py for the protocols); the spec still gives the ladder, training and fits.
     `execute` says where rungs train (this process, or Ray with an address and storage), or
     `executor` is one already open; `observers` get every event after it is recorded (and the
-    study's start and outputs). `plans` replaces the spec's ladder (a tuned ladder)."""
+    study's start and outputs). `plans` replaces the spec's ladder (a tuned ladder).
+
+    Before anything is written, one forward pass per planned shape checks that the models fit
+    the task's inputs and outputs. A resumed study checks that its rungs' models are still the
+    ones it planned (`scalelab.planned`): a changed model is a UserError, unless `replan`, which
+    plans the unfinished rungs again (and still refuses when a finished rung was made by
+    another model)."""
     out = Path(out)
     execute = execute or ExecuteOptions()
     device = measure.resolve_device(device_name or spec.device)
     if spec.measure.threads:
         torch.set_num_threads(spec.measure.threads)
     res = resolve(spec, task, family, out)
+    spec = res.spec  # with the budget and lr chosen for the task: what the study stores
     plans = plans if plans is not None else plan_ladder(spec, res.task, res.family)
+    check_models(res, plans)
     canon = canonical_spec(spec, task, family)
     with use_executor(executor, execute, spec) as ex:
         storage = storage_root(execute, out, canon)
@@ -304,6 +332,8 @@ def run_study(
         with open_study(spec, out, canon) as store:
             if execute.storage is None:  # the study folder's own, once open_study made it
                 check_storage(ex, storage)
+            for rung in check_resume(store, res.family, plans, replan):
+                shutil.rmtree(storage / f"rung-{rung}", ignore_errors=True)  # the old model's
             store.add_rungs([p.to_dict() for p in plans])
             study = store.study()
             gemm_peak = study["gemm_peak_flops"]
@@ -318,7 +348,14 @@ def run_study(
             for w in watchers:
                 w.on_study(store.folder, store.study()["spec"])
             work = Workload(res.task, res.family, spec, str(device), gemm_peak)
-            drive_rungs(store, ex, work, plans, storage, watchers)
+            try:
+                drive_rungs(store, ex, work, plans, storage, watchers)
+            except StudyIncomplete:
+                # summary.json and the report say which rungs failed and why, and what the
+                # finished ones give so far; a rerun resumes the rest.
+                store.replace_fits(fit_rungs(store.rungs(), spec))
+                write_outputs(store)
+                raise
             if spec.compress is not None:
                 from scalelab.compress import compress_study
 
@@ -329,6 +366,14 @@ def run_study(
             for w in watchers:
                 w.on_outputs(store.folder, summary)
             return summary
+
+
+def check_models(res: Resolved, plans: list[RungPlan]) -> None:
+    """One forward pass of the smallest planned model on an example batch of the task, so a
+    model whose inputs or outputs do not fit the task is one line before the study folder is
+    written (a width that does not match the task's inputs does not depend on the size)."""
+    if plans:
+        check_forward(res.family, min(plans, key=lambda p: p.n_params).shape, res.task)
 
 
 TUNE_JSON = "tune.json"  # written by scalelab.tune.driver, read into summary.json
@@ -350,49 +395,26 @@ def finished(rungs: list[dict], key: str = "val_loss") -> list[dict]:
     return [r for r in rungs if r["status"] == "done" and finite(r.get(key)) is not None]
 
 
-def fit_rungs(rungs: list[dict], spec: StudySpec) -> list[dict]:
+def fit_rungs(rungs: list[dict], spec: StudySpec, **options: Any) -> list[dict]:
     """The power law L(N) = E + A·N^-alpha over finished rungs, with intervals and holdout; for
     classifiers the same law of the error rate too (rungs with zero error are left out: a power
     law cannot reach it). Each record also holds the noise model (from the seed repeats or
     folds of each size), the extrapolation profile with its trust horizon at
     `fit.tolerance`, and predictions 10x and 100x beyond the largest rung. A two-axis ladder
-    (a grid of (N, D) or IsoFLOP budgets) gets the two-axis record instead (`_fit_two_axis`)."""
-    from scalelab.laws import fit_study_power
+    (a grid of (N, D) or IsoFLOP budgets) gets the two-axis record instead. The law engine
+    (`scalelab.laws.engine.fit_ladder`) fits them, as it does for `scalelab fit STUDY`, whose
+    `options` (weights, law, holdout, compute) go to it."""
+    from scalelab.laws.engine import fit_ladder
 
-    rows = [_rung_summary(r) for r in rungs]
-    if spec.ladder.two_axis:
-        return _fit_two_axis(rows, spec)
-    fits = []
-    for key in ("val_loss", "val_error"):
-        done = [r for r in finished(rows, key) if r[key] > 0]
-        if len(done) < MIN_POINTS_FOR_FIT:
-            continue
-        fits.append(fit_study_power([r["n_nonembed"] for r in done], [r[key] for r in done],
-                                    bootstrap=spec.fit.bootstrap, seed=spec.fit.seed,
-                                    y_name=key, tolerance=spec.fit.tolerance))
-    return fits
-
-
-def _fit_two_axis(rows: list[dict], spec: StudySpec) -> list[dict]:
-    """A two-axis ladder's law: L(N, D) and the compute-optimal allocation
-    (`scalelab.laws.two_axis`), fitted on every rung row (it picks the finished ones). A power
-    law in N alone is not fitted: its rungs differ in D as well, so L(N) would mix the two."""
-    from scalelab.laws.two_axis import fit_two_axis
-
-    try:
-        return [fit_two_axis(rows, bootstrap=spec.fit.bootstrap, seed=spec.fit.seed,
-                             tolerance=spec.fit.tolerance)]
-    except UserError:
-        # Too few finished rungs to fit (some diverged; the plan itself had enough): the rungs
-        # are recorded and reported without a law, as an N-only ladder below 3 rungs is.
-        return []
+    return fit_ladder([_rung_summary(r) for r in rungs], two_axis=spec.ladder.two_axis,
+                      bootstrap=spec.fit.bootstrap, seed=spec.fit.seed,
+                      tolerance=spec.fit.tolerance, **options)
 
 
 def _flat_latency(record: dict) -> dict:
-    """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`."""
-    lat = record.get("latency_ms") or {}
-    return {"latency_ms": measure.medians(lat),
-            "latency_iqr_ms": {b: v["iqr"] for b, v in lat.items()}}
+    """summary.json's latency: medians per batch in `latency_ms`, IQRs in `latency_iqr_ms`,
+    flagged batches in `latency_unstable` (`scalelab.latency.flat`)."""
+    return latency.flat(record.get("latency_ms"))
 
 
 def _rung_summary(r: dict, vendor_peak: float | None = None) -> dict:

@@ -52,7 +52,7 @@ def test_plain_spec_ladder_is_six_rungs_over_two_decades():
 
 
 def test_plan_matches_budget_and_lr_rule():
-    spec = StudySpec()
+    spec = resolve(StudySpec()).spec  # with the budget and lr chosen for its task (pycode)
     plans = _plans(spec)
     tokens_per_step = spec.train.batch_size * 64
     for p in plans:

@@ -119,7 +119,7 @@ def test_fresh_store_round_trips_plan_and_result_with_v1_era_keys(tmp_path):
         "train_seconds": 0.5, "units_per_s": 92481.5, "mfu": 0.0375, "energy_j": None,
         "peak_mem_bytes": 468115456, "checkpoint_bytes": 33000,
         "latency_ms": {"1": {"median": 0.0985, "iqr": 0.002, "repeats": 3, "threads": 1}},
-        "diverged_step": None, "diverged_reason": None,
+        "diverged_step": None, "diverged_reason": None, "failed_reason": None,
         "checkpoint": "checkpoints/rung-0.safetensors",
         # v1-era names, derived
         "tokens": 31744, "tokens_per_s": 92481.5, "val_bpb": 3.75,
@@ -193,7 +193,7 @@ def expected_v2(v1: sqlite3.Row) -> dict:
         "mfu": v1["mfu"], "energy_j": None, "peak_mem_bytes": v1["peak_mem_bytes"],
         "checkpoint_bytes": v1["checkpoint_bytes"], "latency_ms": json.loads(v1["latency_json"]),
         "diverged_step": v1["diverged_step"], "diverged_reason": v1["diverged_reason"],
-        "checkpoint": v1["checkpoint"], "updated": v1["updated"],
+        "failed_reason": None, "checkpoint": v1["checkpoint"], "updated": v1["updated"],
         "tokens": v1["tokens"], "tokens_per_s": v1["tokens_per_s"], "val_bpb": v1["val_bpb"],
         "n_layer": v1["n_layer"], "d_model": v1["d_model"], "n_head": v1["n_head"],
         # two-axis keys, derived from the plan: a v1 plan is an N-only cosine rung
@@ -381,7 +381,7 @@ def test_upgrade_converts_a_pending_v1_rung_of_another_head_width(v1_study):
         "flops": None, "flops_6nd": None, "train_seconds": None, "units_per_s": None,
         "mfu": None, "energy_j": None, "peak_mem_bytes": None, "checkpoint_bytes": None,
         "latency_ms": None, "diverged_step": None, "diverged_reason": None, "checkpoint": None,
-        "updated": 1.5,
+        "failed_reason": None, "updated": 1.5,
         "tokens": 48000, "tokens_per_s": None, "val_bpb": None,
         "n_layer": 1, "d_model": 96, "n_head": 2,
         "budget": None, "schedule": "cosine", "trunk": None, "epochs": None,

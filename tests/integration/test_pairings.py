@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from scalelab.spec import resolve_paths
 from tests.helpers import scalelab, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,7 +34,7 @@ CASES = {
 
 
 def shrunken(name: str, tmp_path: Path) -> Path:
-    spec = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+    spec = resolve_paths(yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text()), EXAMPLES)
     sizes, units, _ = CASES[name]
     spec["ladder"] = {"sizes": sizes}
     spec["train"].update(tokens=units, eval_every=25, checkpoint_every=100)
@@ -47,10 +48,9 @@ def shrunken(name: str, tmp_path: Path) -> Path:
 def test_example_gives_a_complete_study(name, tmp_path):
     spec = shrunken(name, tmp_path)
     out = tmp_path / "study"
-    # Paths in the examples are relative to the repository root, except the custom factory's
-    # module, which is imported from the working directory (examples/).
-    cwd = EXAMPLES if name == "custom-factory" else ROOT
-    scalelab("run", spec, "--out", out, cwd=cwd, check=True)
+    # The shrunken spec lives in tmp_path: its relative paths (a CSV, the factory's module)
+    # are the example's own, resolved from examples/, whatever the working directory.
+    scalelab("run", spec, "--out", out, cwd=tmp_path, check=True)
     summary = json.loads((out / "summary.json").read_text())
     objective = CASES[name][2]
     assert summary["study"]["corpus"]["objective"] == objective

@@ -113,7 +113,7 @@ def test_fit_lines_of_new_old_and_short_records():
     assert lines[3].startswith("law power of val_error in n_nonembed: E=")
     assert lines[6:] == [
         "law power of val_loss in n_nonembed: E=0.02809 [0.0026, 0.0281], A=2.619 [2.62, 3.06], "
-        "alpha=0 [0, 0.0156]",
+        "alpha=0 [0, 0.0156] (on a bound)",
         "holdout: largest rung predicted 2.6793, measured 2.5961, error +3.20%",
         "law power of val_loss in n_nonembed: E=-, A=-, alpha=-",
         "law power of val_loss in n_nonembed: exact fit, as many sizes as parameters "

@@ -71,7 +71,7 @@ def test_fit_study_power_contract_on_a_six_rung_ladder():
         assert lo <= fit["params"][name] <= hi, name
     assert set(fit) == {"law", "x", "y", "params", "intervals", "level", "on_bound", "holdout",
                         "band", "bootstrap_params", "dof", "flags", "noise", "profile",
-                        "predictions"}
+                        "predictions", "weights", "selection", "candidates"}
     assert (fit["dof"], fit["flags"]) == (3, [])
     ho = fit["holdout"]
     assert set(ho) == HOLDOUT_KEYS

@@ -67,16 +67,27 @@ def test_known_power_law_and_known_noise_stay_within_the_noise_band():
     assert last["rel_error"] == pytest.approx(2.4e-05, abs=1e-6)
     assert last["band"] == pytest.approx([-0.011855, 0.009899], abs=1e-6)
     # the fit on the 4 smallest misses by 2.1% at 7.2x: outside the tolerance, but well inside
-    # what this noise allows that far out ([-4.5%, +3.9%]); the horizon is the ratio before it
+    # what this noise allows that far out ([-4.5%, +3.9%]), a band wider than the tolerance: the
+    # check cannot test 2% either way, so it is named as too noisy, not counted as a failure
+    # (counting it cried wolf on an exact law)
     first = prof["splits"][0]["points"]
     assert [p["rel_error"] for p in first] == pytest.approx(
         [-0.000772, -0.009927, -0.021056, -0.02749], abs=1e-6)
-    assert first[2]["band"] == pytest.approx([-0.0452, 0.039006], abs=1e-6)
+    # its band is a quantile of 200 refits to 4 points (1 degree of freedom each), where a
+    # simulated fit moves with the BLAS kernel by up to 5e-6 (the bound is -0.0451972 to
+    # -0.0452004 over OpenBLAS's Haswell, SkylakeX, Sandybridge, Nehalem and Prescott
+    # kernels): 2e-5, four times that, still far below a change of noise or draws (1e-3)
+    assert first[2]["band"] == pytest.approx([-0.0452, 0.039006], abs=2e-5)
+    assert [p["verdict"] for p in first] == ["within", "noise", "noise", "noise"]
+    assert prof["failed"] is None
+    # the checks that can test 2% (bands narrower than 4%) reach 3.7x, all within
     assert prof["horizon"] == pytest.approx(step**2)
-    assert prof["failed"] == {"ratio": pytest.approx(step**3),
-                              "rel_error": pytest.approx(-0.021056, abs=1e-6),
-                              "max_fit_x": pytest.approx(SIZES[3])}
-    assert horizon_text(prof) == "within 2% up to 3.7× beyond the fitted range; -2.1% at 7.2×"
+    assert [n["ratio"] for n in prof["noisy"]] == pytest.approx(
+        [step**2, step**2, step**3, step**3, step**4])
+    assert horizon_text(prof) == (
+        "within 2% up to 3.7× beyond the fitted range; too noisy to tell beyond: -2.1% at 7.2× "
+        "lies inside its noise band [-4.5%, +3.9%]: add seeds at the sizes up to 72k and at 518k "
+        "(2 nearer checks too noisy to tell)")
     json.dumps(prof)
 
 
@@ -127,14 +138,16 @@ def test_trust_horizon_rules():
 
     # every split within 2% as far as it was checked: no evidence beyond the largest ratio
     ok = [split(1.0, (2.0, 0.01), (4.0, -0.015)), split(2.0, (2.0, 0.005))]
-    assert trust_horizon(ok, 0.02) == {"horizon": 4.0, "max_ratio": 4.0, "failed": None}
+    assert trust_horizon(ok, 0.02) == {"horizon": 4.0, "max_ratio": 4.0, "failed": None,
+                                       "noisy": []}
     # one split fails at 3x: the horizon is the largest ratio checked below that, whatever
     # another split or a later point of the same split says
     bad = [split(1.0, (1.5, 0.001), (3.0, 0.03), (6.0, 0.0)), split(2.0, (2.0, -0.01),
                                                                       (4.0, -0.05))]
     assert trust_horizon(bad, 0.02) == {
         "horizon": 2.0, "max_ratio": 6.0,
-        "failed": {"ratio": 3.0, "rel_error": 0.03, "max_fit_x": 1.0}}
+        "failed": {"ratio": 3.0, "rel_error": 0.03, "max_fit_x": 1.0, "band": None},
+        "noisy": []}
     # splits of a geometric ladder meet the same ratio but for rounding: one ratio
     same = [split(1.0, (1.9306977288832496, 0.0)), split(2.0, (1.9306977288832501, 0.025))]
     assert trust_horizon(same, 0.02)["horizon"] is None
@@ -255,8 +268,13 @@ def test_study_record_without_repeats_reads_noise_off_the_residuals():
     resid = np.log(law.predict(n).point / y)
     assert fit["noise"]["sigma"] == pytest.approx(np.sqrt((resid**2).sum() / 5), rel=1e-6)
     prof = fit["profile"]
-    assert (prof["tolerance"], prof["horizon"]) == (0.02, None)
-    assert horizon_text(prof) == "not within 2% even at 1.9× beyond the fitted range (-2.5%)"
+    # one seed a size at 0.5%: every check's band is wider than 2%, so nothing here can test
+    # the tolerance; the old rule read the -2.5% at 1.9x (band [-2.8%, +2.4%]) as a failure
+    assert (prof["tolerance"], prof["horizon"], prof["failed"]) == (0.02, None, None)
+    assert horizon_text(prof) == (
+        "too noisy to tell within 2% even at 1.9× beyond the fitted range: +1.2% at 1.9× lies "
+        "inside its noise band [-2.5%, +3.3%]: add seeds at the sizes up to 72k and at 139k")
     loose = fit_study_power(n, y, bootstrap=0, tolerance=0.05)["profile"]
     assert loose["tolerance"] == 0.05 and loose["horizon"] == pytest.approx(10 ** (4 / 7))
-    assert horizon_text(loose) == "within 5% up to 3.7× beyond the fitted range; -7.1% at 7.2×"
+    assert horizon_text(loose).startswith(
+        "within 5% up to 3.7× beyond the fitted range; too noisy to tell beyond: +0.4% at 7.2×")

@@ -34,7 +34,8 @@ def test_fit_profile_table_json_and_predict_warning(tmp_path, capsys):
     assert len(table_rows) == 3 + 4  # the three parameters' rows, then the four splits
     from scalelab.laws.profile import horizon_text
 
-    assert f"trust horizon: {horizon_text(prof)}" in out
+    # the line wraps at the terminal's width: compare the words
+    assert f"trust horizon: {horizon_text(prof)}" in " ".join(out.split())
     n_pts = sum(len(s["points"]) for s in prof["splits"])
     assert f"{prof['outside_band']} of {n_pts} errors outside their 95% noise-implied band" in out
 
@@ -90,8 +91,19 @@ def test_chinchilla_profile_over_model_size(tmp_path, capsys):
     assert prof["by"] == "Model Size" and len(prof["splits"]) == 8
     assert [s["n_fit"] for s in prof["splits"]] == [6, 26, 61, 102, 157, 217, 230, 239]
     largest = [s["points"][-1] for s in prof["splits"]]
-    assert [round(100 * p["rel_error"], 2) for p in largest] == [
-        18.13, -5.32, -3.07, -3.17, -2.68, -2.30, -2.02, -1.40]
+    # The first split fits 5 parameters to 6 runs (1 degree of freedom): A and alpha trade
+    # along a flat valley, and where the optimiser stops in it follows the BLAS kernel's last
+    # bits (alpha 0.89 with Haswell's, 1.47 with SkylakeX's). Its error at 219x measured
+    # +18.13% (Haswell; +18.08% on another CPU) to +24.57% over OpenBLAS's Haswell, SkylakeX,
+    # Sandybridge, Nehalem and Prescott kernels, all inside its own noise-implied band (about
+    # [-17%, +34%]): what is determined is a miss beyond the 2% tolerance that this noise can
+    # explain, so that is what is checked.
+    first = largest[0]
+    assert 0.02 < first["rel_error"] < first["band"][1], first
+    # The other splits fit 26 to 239 runs and agree across those kernels to 0.005 points
+    # (-5.3242 to -5.3293 at most): pinned to 0.02 points, four times that spread.
+    assert [100 * p["rel_error"] for p in largest[1:]] == pytest.approx(
+        [-5.327, -3.067, -3.166, -2.678, -2.300, -2.015, -1.405], abs=0.02)
     # every split within 2% up to 1.67x; the fit on models up to 6.8B misses the 11.5B one
     assert prof["horizon"] == pytest.approx(1.66616, abs=1e-4)
     assert prof["failed"] == {"ratio": pytest.approx(1.68518, abs=1e-4),

@@ -130,7 +130,9 @@ def test_measured_flops_per_unit_moves_the_optimum_off_6nd():
 
 
 def test_grid_ladder_gets_approach3_only():
-    rec = fit_two_axis(grid_rows(), bootstrap=BOOT, seed=0)
+    # Forced: on this grid the shared-exponent law wins the inner holdout on evidence
+    # (tests/laws/test_selection.py); here Approach 3 is what is checked.
+    rec = fit_two_axis(grid_rows(), bootstrap=BOOT, seed=0, law="chinchilla")
     assert rec["ladder"] == "grid" and rec["approach2"] is None and rec["agree"] is None
     assert rec["holdout"]["rule"] == "largest:1" and rec["holdout"]["x_name"] == "N"
     assert rec["chosen"] == "approach3" and len(rec["predictions"]) == 2

@@ -95,7 +95,8 @@ def test_factory_without_colon():
 def test_module_that_cannot_be_imported(mods):
     assert error_of("scalelab_missing_mod_xyz:make") == (
         "custom family: cannot import module 'scalelab_missing_mod_xyz' of factory "
-        "'scalelab_missing_mod_xyz:make': No module named 'scalelab_missing_mod_xyz'")
+        "'scalelab_missing_mod_xyz:make': No module named 'scalelab_missing_mod_xyz' (looked "
+        f"for {Path.cwd() / 'scalelab_missing_mod_xyz'}.py, then on the import path)")
     _, broken = mods
     assert error_of(f"{broken}:make") == (
         f"custom family: cannot import module '{broken}' of factory '{broken}:make': "

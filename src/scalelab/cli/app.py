@@ -1,5 +1,6 @@
 """The Typer app every command module registers on, and the shared Rich console."""
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
@@ -17,8 +18,9 @@ app = typer.Typer(
     rich_markup_mode="markdown",
 )
 # Rich wraps at 80 columns when output is not a terminal (pipes, CI logs): too narrow for the
-# rung table.
-console = Console() if Console().is_terminal else Console(width=160)
+# rung table. A width set in COLUMNS is the user's and kept.
+console = (Console() if Console().is_terminal or os.environ.get("COLUMNS", "").isdigit()
+           else Console(width=160))
 err_console = Console(stderr=True)
 
 

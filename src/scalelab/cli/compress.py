@@ -54,14 +54,17 @@ among those meeting every limit given (latency at --batch, bytes of the saved fi
 Losses equal to within 1e-4 nats are ties, broken by fewer bytes, then lower latency. When nothing \
 fits, says so and names the closest model: the smallest summed relative excess over the limits. \
 Exit code 0 either way. With --json prints `{"choice": {...} or null, "closest": {...} or null, \
-"reason": "...", "frontier": [...], ...}`.
+"reason": "...", "frontier": [...], "unstable": [...], ...}`. A model whose latency at --batch is \
+flagged unstable (its timed calls stayed spread out when measured a second time: a busy machine) \
+is judged on its median as measured and named as such in the answer.
 
 Example:
 
     scalelab recommend studies/default --max-latency-ms 5 --batch 32 --json
 """
 
-EXPORT_HELP = """Export a rung (or one of its variants) to ONNX and check that ONNX Runtime \
+EXPORT_HELP = """Export a rung (the largest finished one unless --rung names another), or one \
+of its variants, to ONNX and check that ONNX Runtime \
 reproduces the PyTorch logits (max absolute difference printed; an fp32 export must stay under \
 1e-3, else exit code 1). An int8 variant is already an ONNX model: it is copied, and its \
 difference from the fp32 rung is its quantization error.
@@ -156,27 +159,35 @@ def _f(x: Any, fmt: str) -> str:
 
 def variant_table(summary: dict, names: list[str] | None = None) -> Table:
     """The variants of summary.json (latencies already medians per batch), at batch 1 and the
-    largest batch measured."""
-    from scalelab.train.measure import medians
+    largest batch measured: the variant's medians, the base rung's (measured again before it)
+    and their ratio, the speedup; `!` marks a latency flagged unstable (`scalelab.latency`)."""
+    from scalelab import latency
 
     shown = [v for v in summary["variants"] if names is None or v["name"] in names]
-    batches = sorted({b for v in shown for b in medians(v.get("latency_ms"))}, key=int)
+    batches = sorted({b for v in shown for b in latency.medians(v.get("latency_ms"))}, key=int)
     big = batches[-1] if batches else "32"
-    table = Table(title="variants", title_justify="left")
+    table = Table(title="variants", title_justify="left",
+                  caption=f"! unstable: IQR over {latency.UNSTABLE_IQR:.0%} of the median after a "
+                          "second measurement", caption_justify="left")
     for col in ("name", "method", "N", "bytes", "val loss", "Δ loss", "lat b1 ms",
-                f"lat b{big} ms", f"speedup b{big}"):
+                f"lat b{big} ms", f"base b{big} ms", f"speedup b{big}"):
         table.add_column(col, justify="right")
     for v in shown:
         extra = v.get("extra") or {}
-        lat = medians(v.get("latency_ms"))
-        speed = (extra.get("speedup") or {}).get(big)
+        lat = latency.medians(v.get("latency_ms"))
+        base = latency.medians(extra.get("base_latency_ms"))
+        speed = latency.speedups(base, lat).get(big)
+        mark = {b: "!" if latency.flagged(v, b) else "" for b in ("1", big)}
+        base_mark = "!" if latency.flagged(extra, big, "base_") else ""
         if v["method"] == "sparse":
             speed_txt = "not claimed"
         else:
-            speed_txt = _f(speed, ".2f") + ("x" if speed is not None else "")
+            speed_txt = (_f(speed, ".2f") + ("x" if speed is not None else "")
+                         + ("!" if mark[big] or base_mark else ""))
         table.add_row(v["name"], v["method"], _f(v["n_params"], ",d"), _f(v["bytes"], ",d"),
                       _f(v["val_loss"], ".4f"), _f(extra.get("loss_delta"), "+.4f"),
-                      _f(lat.get("1"), ".3g"), _f(lat.get(big), ".3g"), speed_txt)
+                      _f(lat.get("1"), ".3g") + mark["1"], _f(lat.get(big), ".3g") + mark[big],
+                      _f(base.get(big), ".3g") + base_mark, speed_txt)
     return table
 
 
@@ -209,9 +220,10 @@ def recommend(
     pick = result["choice"] or result["closest"]
     head = "choice" if result["choice"] is not None else "nothing fits; closest"
     lat = (pick.get("latency_ms") or {}).get(str(batch))
+    shaky = " [bold red]UNSTABLE[/bold red]" if pick.get("latency_flagged") else ""
     console.print(f"[bold]{head}: {pick['name']}[/bold] ({pick['kind']}, loss "
                   f"{pick['val_loss']:.4f}, {pick['bytes']:,} bytes, latency "
-                  f"{_f(lat, '.3g')} ms at batch {batch})")
+                  f"{_f(lat, '.3g')} ms{shaky} at batch {batch})")
     console.print(result["reason"])
     console.print("Pareto frontier (loss, latency, bytes): " + ", ".join(result["frontier"]))
     if task is None:
@@ -226,7 +238,9 @@ def recommend(
 @app.command(help=EXPORT_HELP)
 def export(
     folder: Path = typer.Argument(..., help="study folder"),
-    rung: str | None = typer.Option(None, "--rung", help="rung index, or 'largest'"),
+    rung: str | None = typer.Option(
+        None, "--rung", help="rung index, or 'largest' [default: largest, the finished rung "
+                             "with the most parameters]"),
     variant: str | None = typer.Option(None, "--variant", help="variant name of that rung"),
     onnx: Path | None = typer.Option(None, "--onnx", help="output .onnx file"),
     finetune: str | None = typer.Option(None, "--finetune",
@@ -241,8 +255,8 @@ def export(
                             "--variant")
         _export_finetune(folder, finetune, merge, onnx, weights)
         return
-    if rung is None or onnx is None:
-        raise UserError("export needs --rung and --onnx (or --finetune NAME)")
+    if onnx is None:
+        raise UserError("export needs --onnx FILE (or --finetune NAME)")
     if merge or weights is not None:
         raise UserError("--merge and --weights apply to fine-tuned models (--finetune NAME)")
     from scalelab.compress import load_rung_model, load_variant
@@ -251,6 +265,7 @@ def export(
         EXPORT_BATCH,
         ONNX_TOLERANCE,
         OrtModule,
+        check_writable,
         export_onnx,
         max_abs_logit_diff,
     )
@@ -259,7 +274,7 @@ def export(
     with StudyStore.open_readonly(folder) as store:
         _study, spec = _study_spec(store)
         rungs = store.rungs()
-        row = choose_rung(rungs, rung)
+        row = choose_rung(rungs, rung or "largest")
         v = None
         if variant is not None:
             v = next((x for x in store.variants() if x["name"] == variant), None)
@@ -269,8 +284,7 @@ def export(
             if v["of_rung"] != row["rung"]:
                 raise UserError(f"variant {variant} is a variant of rung {v['of_rung']}, "
                                 f"not of rung {row['rung']}")
-    if not onnx.parent.is_dir():
-        raise UserError(f"folder {onnx.parent} does not exist")
+    check_writable(onnx)
     res = _resolve(spec, folder)
     task, family = res.task, res.family
     reference = load_rung_model(folder, row, family)
@@ -304,6 +318,7 @@ def _export_finetune(folder: Path, name: str, merge: bool, onnx: Path | None,
         MERGE_TOLERANCE,
         ONNX_TOLERANCE,
         OrtModule,
+        check_writable,
         export_onnx,
         max_abs_logit_diff,
     )
@@ -324,8 +339,8 @@ def _export_finetune(folder: Path, name: str, merge: bool, onnx: Path | None,
     if onnx is None and weights is None:
         raise UserError("give --weights FILE and/or --onnx FILE")
     for out in (onnx, weights):
-        if out is not None and not out.parent.is_dir():
-            raise UserError(f"folder {out.parent} does not exist")
+        if out is not None:
+            check_writable(out)
     try:
         import peft as _peft  # noqa: F401
     except ImportError:

@@ -7,7 +7,9 @@ rungs (the task's validation loss and metrics on the same fixed final batches,
 `task.example_input`; peak memory), and records a `records.Variant` in the store. Its size is the
 bytes of its saved file under `variants/` in the study folder. The base rung's latency is measured
 again right before each variant's, so `extra.speedup` compares two numbers taken under the same
-machine load.
+machine load; `extra.base_latency_ms` holds the medians it divides, with their IQRs
+(`base_latency_iqr_ms`) and flags (`base_latency_unstable`). Every latency series whose IQR is
+large against its median is measured twice and flagged when still unstable (`scalelab.latency`).
 
 Notes on the stored fields:
 - `peak_mem_bytes` of a variant is the peak over its evaluation and latency runs (inference),
@@ -31,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from scalelab import latency
 from scalelab.compress.base import Context, ProgressFn, get_method
 from scalelab.compress.load import load_rung_model
 from scalelab.compress.plan import CompressPlan, plan_compress
@@ -121,8 +124,8 @@ def compress_study(store: StudyStore, spec: StudySpec, task: Task | None, family
             "base_bytes": row.get("checkpoint_bytes"),
             "size_ratio": (row["checkpoint_bytes"] / built.bytes
                            if row.get("checkpoint_bytes") else None),
-            "base_latency_ms": measure.medians(base_lat) if base_lat else None,
-            "speedup": measure.speedups(base_lat, measured["latency_ms"]) if base_lat else None,
+            **(latency.flat(base_lat, "base_") if base_lat else {"base_latency_ms": None}),
+            "speedup": latency.speedups(base_lat, measured["latency_ms"]) if base_lat else None,
         })
         extra.update(method.after_measure(built, measured))
         variant = Variant(
@@ -133,9 +136,14 @@ def compress_study(store: StudyStore, spec: StudySpec, task: Task | None, family
             peak_mem_bytes=measured["peak_mem_bytes"], extra=extra)
         store.record_variant(variant.to_dict())
         records[name] = variant
-        lat = {b: round(v, 3) for b, v in measure.medians(measured["latency_ms"]).items()}
+        lat = {b: round(v, 3) for b, v in latency.medians(measured["latency_ms"]).items()}
+        unsteady = latency.unstable_batches(measured["latency_ms"])
         say(f"{name}: loss {val if val is None else round(val, 4)}, {built.bytes:,} bytes, "
-            f"latency ms {lat}")
+            f"latency ms {lat}" + (f" (UNSTABLE at batch {', '.join(unsteady)}: IQR over "
+                                   f"{latency.UNSTABLE_IQR:.0%} of the median, measured twice; "
+                                   "the cores were busy: `measure: {threads: 1}` avoids waiting "
+                                   "for a second thread on a shared machine)"
+                                   if unsteady else ""))
     return [records[name] for name in plan.names()]
 
 

@@ -17,8 +17,9 @@ torchao's int8 paths are slower than fp32 here (its fast kernels target GPUs and
 and its tensor subclasses cannot go into safetensors; ORT's MatMulInteger kernels are real int8
 CPU kernels, and the quantized .onnx file is the deployable artifact itself. Because part of ORT's
 speed comes from the runtime rather than from int8, every int8 variant also records the latency
-of the fp32 ONNX graph under the same runtime (`extra.fp32_onnxruntime_latency_ms`,
-`extra.speedup_vs_fp32_onnxruntime`), so the two effects can be told apart. The logits of an
+of the fp32 ONNX graph under the same runtime (`extra.fp32_onnxruntime_latency_ms`, medians; their
+IQRs and flags beside them, `scalelab.latency.flat`; `extra.speedup_vs_fp32_onnxruntime`), so the
+two effects can be told apart. Sessions do not spin-wait (`export.ort_session`). The logits of an
 fp32 export match PyTorch to ~1e-6; int8 moves them by ~0.03 and the validation loss by ~3e-4.
 
 Size: bytes of the saved file (the quantized .onnx; for casts the .safetensors of cast weights).
@@ -52,12 +53,13 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_model
 
+from scalelab import latency
 from scalelab.compress.base import Built, CompressMethod, Context
 from scalelab.compress.methods import Method
 from scalelab.export import EXPORT_BATCH, OrtModule, export_onnx, quiet, require_onnx
 from scalelab.models.base import Family
 from scalelab.train.checkpoint import save_weights
-from scalelab.train.measure import latencies, medians, speedups
+from scalelab.train.measure import latencies
 
 CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # ORT's dynamic-quantized weight kernels
@@ -152,13 +154,13 @@ class Int8(CompressMethod):
         # The same graph in fp32 under the same runtime: tells the int8 effect from ORT's own.
         fp32_lat = latencies(fp32, ctx.task, cpu, m.latency_batches, m.latency_repeats)
         Path(fp32.path).unlink(missing_ok=True)
-        extra["fp32_onnxruntime_latency_ms"] = medians(fp32_lat)
+        extra.update(latency.flat(fp32_lat, "fp32_onnxruntime_"))  # medians, IQRs, flags
         return Built(q, path, nbytes, int(ctx.row["n_params"]), int(ctx.row["n_nonembed"]),
                      settings={"weight_type": "QInt8", "per_channel": False}, extra=extra,
                      device=cpu)
 
     def after_measure(self, built: Built, measured: dict) -> dict:
-        return {"speedup_vs_fp32_onnxruntime": speedups(
+        return {"speedup_vs_fp32_onnxruntime": latency.speedups(
             built.extra["fp32_onnxruntime_latency_ms"], measured["latency_ms"])}
 
     def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],

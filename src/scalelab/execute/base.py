@@ -100,7 +100,13 @@ class Finished:
 @dataclass(frozen=True)
 class Failed:
     key: str
-    error: str
+    error: str  # one line: "RuntimeError: mat1 and mat2 shapes cannot be multiplied (...)"
+
+
+def one_line(err: BaseException, limit: int = 500) -> str:
+    """An exception as the one line a failed job reports: its type and its message."""
+    text = " ".join(str(err).split())
+    return (f"{type(err).__name__}: {text}" if text else type(err).__name__)[:limit]
 
 
 @dataclass(frozen=True)

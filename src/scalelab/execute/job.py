@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from scalelab.execute.base import Checkpoint, Emit, Finished, Job, Progress, Started, Workload
+from scalelab.planned import check_built
 from scalelab.records import RungPlan, RungResult
 from scalelab.spec import StudySpec
 from scalelab.tasks.base import Task
@@ -67,6 +68,7 @@ def run_job(job: Job, work: Workload, emit: Emit) -> Finished:
     """Train (or resume) the job's rung and measure it; returns its Finished event (the caller
     emits it, once the job's files are in place)."""
     plan, spec = job.plan, work.spec
+    check_built(work.family, plan)  # the model it is about to train is the one it planned
     device = measure.resolve_device(work.device)
     ckpt_dir = Path(job.resume_dir)
     emit(Started(job.key, os.getpid(), socket.gethostname(), resume_step(ckpt_dir)))

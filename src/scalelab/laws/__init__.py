@@ -9,6 +9,17 @@ Quick use::
     optimal_allocation(law, 5.76e23)
 
 The study calls `fit_study_power` (a `FitRecord` as a dict) and draws bands with `predict_band`.
+
+One engine for every source of runs (`laws.engine`): `fit_ladder(rows, two_axis=...)` gives
+the records a study stores, and `scalelab fit` gives the same for a study folder or a CSV::
+
+    from scalelab.laws import fit_ladder, two_axis_rows
+    rows = two_axis_rows("runs.csv", x=["params", "tokens"])   # IsoFLOP budgets recovered
+    (record,) = fit_ladder(rows, two_axis=True)                  # the fit.json of `scalelab fit`
+
+Which law answers is chosen by an inner holdout (`laws.selection`): every candidate fitted
+without the largest fitted size or budget and judged on it; the record keeps each candidate's
+inner and outer holdout under "candidates".
 `Holdout` is the one record of every holdout rule (largest:K, smallest:K, below:V, loso);
 `Holdout.from_dict` also reads the older shapes stored by earlier studies.
 
@@ -19,6 +30,7 @@ comes from repeats of a size (`repeat_noise`: seeds or folds), which also weigh 
 (`Law.fit(X, y, sample_weight)`), or from the residuals (`residual_noise`).
 """
 
+from scalelab.laws.engine import fit_ladder, two_axis_rows
 from scalelab.laws.fit import Law, Prediction
 from scalelab.laws.forms import FORMS, Form, get_form
 from scalelab.laws.noise import repeat_noise, residual_noise
@@ -37,6 +49,7 @@ __all__ = [
     "Prediction",
     "compare_forms",
     "extrapolation_profile",
+    "fit_ladder",
     "fit_study_power",
     "fit_study_record",
     "frontier",
@@ -50,4 +63,5 @@ __all__ = [
     "residual_noise",
     "size_groups",
     "trust_horizon",
+    "two_axis_rows",
 ]

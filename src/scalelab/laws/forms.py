@@ -205,6 +205,50 @@ class Chinchilla(Form):
         return _product_grid(e, a, b, alpha, beta)
 
 
+class ChinchillaShared(Form):
+    """L(N, D) = E + A/N^eta + B/D^eta: one exponent shared by N and D (Gadre et al. 2024).
+
+    Four parameters instead of five. With one exponent the compute-optimal tokens per
+    parameter is a constant, (B/A)^(1/eta), and an exponent cannot be spent on fitting the
+    curvature of a small ladder that a larger one does not share: on over-trained ladders it
+    extrapolates from far less compute (their paper; benchmarks/real_ladders.py measures it).
+    """
+
+    name = "chinchilla_shared"
+    formula = "L(N, D) = E + A/N^eta + B/D^eta"
+    param_names = ("E", "A", "B", "eta")
+    log_scale = (True, True, True, False)
+    roles = ("N", "D")
+
+    def log_predict(self, theta, Z, alloc=fresh):
+        # The chinchilla computation on (e, a, b, eta, eta); the two exponent gradients add up.
+        lp, vjp5 = _e_plus_powers(np.column_stack([theta, theta[:, 3]]), Z,
+                                  [(1, 3, 0), (2, 4, 1)], alloc)
+
+        def vjp(v: np.ndarray) -> np.ndarray:
+            g = vjp5(v)
+            return np.column_stack([g[:, :3], g[:, 3] + g[:, 4]])
+
+        return lp, vjp
+
+    def bounds(self, Z, ly):
+        e_lo, e_hi = _e_bounds(ly)
+        return np.array([e_lo, -20.0, -20.0, 0.0]), np.array([e_hi, 100.0, 100.0, 5.0])
+
+    def grid(self, Z, ly):
+        """Starts scaled to the data, like the power form's: E a share of the smallest loss,
+        each term A·N^-eta, B·D^-eta a share of the mean loss at the middle of the inputs, for
+        exponents 0.05 to 1 (where they are found): 4 x 4 x 4 x 7 = 448 starts."""
+        y_mean = float(np.exp(ly).mean())
+        e = float(ly.min()) + np.log([0.1, 0.4, 0.7, 0.9])
+        scale = np.log(y_mean * np.array([0.03, 0.1, 0.3, 1.0]))
+        eta = np.array([0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0])
+        g = _product_grid(e, scale, scale, eta)
+        g[:, 1] += g[:, 3] * float(Z[..., 0].mean())
+        g[:, 2] += g[:, 3] * float(Z[..., 1].mean())
+        return g
+
+
 class Kaplan(Form):
     """L(N, D) = [(N_c/N)^(alpha_N/alpha_D) + D_c/D]^alpha_D (Kaplan et al. 2020)."""
 
@@ -299,7 +343,8 @@ class BrokenPower(Form):
         return g
 
 
-FORMS: dict[str, Form] = {f.name: f for f in (Power(), Chinchilla(), Kaplan(), BrokenPower())}
+FORMS: dict[str, Form] = {f.name: f for f in (Power(), Chinchilla(), ChinchillaShared(), Kaplan(),
+                                              BrokenPower())}
 
 
 def get_form(name: str) -> Form:

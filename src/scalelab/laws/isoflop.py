@@ -159,7 +159,7 @@ def _budget_record(b: _Budget, per_unit: FlopsPerUnit, n_rows: np.ndarray, d_row
                                                                                      level),
         "loss": float(l_pt) if np.isfinite(l_pt) else None, "loss_interval": _interval(l_s, level),
         "vertex_inside": n_pt is not None and lo_n <= n_pt <= hi_n,
-        "no_vertex_share": float(np.mean(~np.isfinite(u_s))),
+        "no_vertex_share": float(np.mean(~np.isfinite(u_s))) if u_s.size else 0.0,
         "coef": [float(c) for c in coef[:3]], "centre": coef[3],
         "best_rung": {"N": float(n_rows[b.idx][best]), "D": float(d_rows[b.idx][best]),
                       "loss": float(b.y[best])},

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure  # a bare Figure: no pyplot state, no GUI b
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law, as_inputs
 from scalelab.records import Holdout
+from scalelab.report.axes import style_figure
 
 LAW, DATA, HELD = "#1f6fb2", "#333333", "#d1495b"
 
@@ -81,7 +82,7 @@ def draw_residuals(ax: Any, law: Law, X: Any, y: Any) -> None:
     """log(predicted / measured) against the first input: structure here means a wrong form."""
     Xa = as_inputs(X, law.form_, law._names())
     resid = np.log(law.predict(Xa).point) - np.log(np.asarray(y, dtype=float))
-    ax.axhline(0.0, color=LAW, lw=1)
+    ax.axhline(0.0, color=LAW, lw=1.5)  # the reference: at least one solid pixel row at any scale
     ax.plot(Xa[:, 0], resid, "o", color=DATA, ms=3)
     ax.set_xscale("log")
     ax.set_xlabel(law._names()[0])
@@ -153,4 +154,5 @@ def save_figure(fig: Figure, path: str | Path) -> None:
     path = Path(path)
     if path.suffix.lower() not in (".svg", ".png"):
         raise UserError(f"--plot {path}: use a .svg or .png file name")
+    style_figure(fig)  # the report's tick labels (10k, 1M), not matplotlib's 10^4
     fig.savefig(path, dpi=150)

@@ -43,6 +43,7 @@ from scalelab.laws.profile import (
     extrapolation_profile,
     fmt_ratio,
 )
+from scalelab.laws.selection import one_axis_selection
 from scalelab.laws.validate import holdout
 from scalelab.records import FitRecord, Holdout
 
@@ -84,7 +85,8 @@ def _two_point(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str) -> FitRec
 
 def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 1000,
                     seed: int = 0, x_name: str = "n_nonembed", y_name: str = "val_loss", *,
-                    tolerance: float = TOLERANCE, sims: int = SIMS) -> dict[str, Any]:
+                    tolerance: float = TOLERANCE, sims: int = SIMS, weights: str = "noise",
+                    law: str | None = None) -> dict[str, Any]:
     """Fit L(N) = E + A·N^-alpha to a ladder; the summary.json record (see module docstring).
 
     Returns `scalelab.records.FitRecord.to_dict()`: law, x, y, params {E, A, alpha}, intervals
@@ -94,31 +96,61 @@ def fit_study_power(n: Sequence[float], loss: Sequence[float], bootstrap: int = 
     else None; dof, flags, noise, profile (trust horizon at `tolerance`, noise bands from
     `sims` synthetic ladders) and predictions (see `FitRecord`). `y` is whatever was fitted
     (val_loss, or val_error for a classifier).
+
+    Beside them: `weights` ("noise": each run weighed by its size's seed noise, the default;
+    "equal": every run alike) and, from 4 sizes, `selection` {rule, selected, forced,
+    on_evidence, margin} and `candidates` (every one-input law's inner and outer holdout,
+    `laws.selection`): the selected law is the one fitted (power unless another wins the inner
+    holdout on evidence; `law` forces one).
     """
-    return fit_study_record(n, loss, bootstrap, seed, x_name, y_name, tolerance=tolerance,
-                            sims=sims).to_dict()
+    record, extras = _fit(n, loss, bootstrap, seed, x_name, y_name, tolerance, sims, weights,
+                          law)
+    return record.to_dict() | extras
 
 
 def fit_study_record(n: Sequence[float], loss: Sequence[float], bootstrap: int = 1000,
                      seed: int = 0, x_name: str = "n_nonembed", y_name: str = "val_loss", *,
-                     tolerance: float = TOLERANCE, sims: int = SIMS) -> FitRecord:
-    """`fit_study_power` as a `FitRecord`."""
+                     tolerance: float = TOLERANCE, sims: int = SIMS, weights: str = "noise",
+                     law: str | None = None) -> FitRecord:
+    """`fit_study_power` as a `FitRecord` (without `weights`, `selection` and `candidates`)."""
+    return _fit(n, loss, bootstrap, seed, x_name, y_name, tolerance, sims, weights, law)[0]
+
+
+def _select(x: np.ndarray, y: np.ndarray, w: np.ndarray | None, law: str | None,
+            tolerance: float, enough: bool) -> tuple[str, dict[str, Any]]:
+    """The law to fit and the `selection`, `candidates` keys (empty below 4 sizes)."""
+    if not enough:
+        return law or "power", {}
+    sel = one_axis_selection(x, y, weights=w, forced=law, tolerance=tolerance)
+    rows = sel.pop("candidates")
+    return sel["selected"], {"selection": sel, "candidates": rows}
+
+
+def _fit(n: Sequence[float], loss: Sequence[float], bootstrap: int, seed: int, x_name: str,
+         y_name: str, tolerance: float, sims: int, weights: str,
+         law_name: str | None) -> tuple[FitRecord, dict[str, Any]]:
+    if weights not in ("noise", "equal"):
+        raise UserError(f"weights must be noise or equal, not {weights!r}")
     x, y = _clean(n, loss)
     points = n_distinct(x[:, None]) if len(x) else 0
+    extras: dict[str, Any] = {"weights": weights}
     if points < 2:
-        return _empty(x_name, y_name=y_name)
+        return _empty(x_name, y_name=y_name), extras
     noise = repeat_noise(x, y)
     if points == 2:
         record = _two_point(x, y, x_name, y_name)  # 2 sizes, 3 parameters (E pinned at 0)
         record.dof, record.flags = 2 - len(NAMES), [ZERO_DOF]
         record.noise = None if noise is None else noise.record
-        return record
-    weights = None if noise is None else noise.weights
+        return record, extras
+    w = None if noise is None or weights == "equal" else noise.weights
     enough = points >= 4
-    law = Law("power", bootstrap=bootstrap if enough else 0, seed=seed, level=0.95,
-              x_names=(x_name,), y_name=y_name, resample="sizes").fit(x, y, weights)
+    form, chosen = _select(x, y, w, law_name, tolerance, enough)
+    extras.update(chosen)
+    law = Law(form, bootstrap=bootstrap if enough else 0, seed=seed, level=0.95,
+              x_names=(x_name,), y_name=y_name, resample="sizes").fit(x, y, w)
     out = law.summary(max_samples=STORED_SAMPLES)
     record = _empty(x_name, out["params"], out["on_bound"], y_name)
+    record.law = form
     record.intervals = out["intervals"]
     record.dof, record.flags = out["dof"], list(out["flags"])
     if noise is None and law.dof_ > 0:
@@ -132,17 +164,16 @@ def fit_study_record(n: Sequence[float], loss: Sequence[float], bootstrap: int =
         record.band = {"x": grid.tolist(), "point": point.tolist(), "lo": lo.tolist(),
                        "hi": hi.tolist(), "level": 0.95}
     if enough:
-        record.holdout = _holdout_largest(law, x, y, weights)
+        record.holdout = _holdout_largest(law, x, y, w)
     if law.dof_ > 0:
-        record.profile = _profile(law, x, y, noise, tolerance, sims, seed)
+        record.profile = _profile(law, x, y, noise, w, tolerance, sims, seed)
         record.predictions = _predictions(law, float(x.max()), record.profile)
-    return record
+    return record, extras
 
 
-def _profile(law: Law, x: np.ndarray, y: np.ndarray, noise: Noise | None, tolerance: float,
-             sims: int, seed: int) -> dict[str, Any]:
-    return extrapolation_profile(law, x, y, tolerance=tolerance,
-                                 sample_weight=None if noise is None else noise.weights,
+def _profile(law: Law, x: np.ndarray, y: np.ndarray, noise: Noise | None,
+             w: np.ndarray | None, tolerance: float, sims: int, seed: int) -> dict[str, Any]:
+    return extrapolation_profile(law, x, y, tolerance=tolerance, sample_weight=w,
                                  sigma=None if noise is None else noise.sigma, truth=law,
                                  sims=sims, seed=seed)
 
@@ -162,6 +193,10 @@ def _predictions(law: Law, x_max: float, profile: dict[str, Any]) -> list[dict[s
             warning = (f"beyond the trust horizon ({fmt_ratio(h)}): no evidence that the law "
                        "holds this far; the interval shows the fit's noise, not the error of "
                        "its form")
+        elif profile.get("failed") is None and profile.get("noisy"):
+            warning = ("the checks of the law were too noisy to tell whether it holds within "
+                       f"{100 * profile['tolerance']:g}% (see its trust horizon): no evidence "
+                       "that it holds this far")
         elif profile.get("splits"):
             warning = (f"the law was not within {100 * profile['tolerance']:g}% even at the "
                        "nearest extrapolation it was checked on: no evidence that it holds "

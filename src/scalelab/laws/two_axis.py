@@ -10,9 +10,18 @@ one JSON-ready record, law "two_axis":
   D*(C) and L*(C); N* ∝ C^a and D* ∝ C^b across budgets (`laws.isoflop`).
 - both side by side (a, b, tokens per parameter and N* at the largest budget), whether they
   agree (their intervals of N* at the largest budget overlap) and, when not, why.
-- holdout: the law fitted without the largest budget predicts its best loss and its N*.
-- predictions at 10x and 100x the largest budget trained, from the chosen fit (Approach 3
-  unless it is degenerate), flagged where they lie beyond the evidence.
+- candidates, selection: every candidate law (`laws.selection.TWO_AXIS`: chinchilla,
+  chinchilla_shared, the frontier of `laws.frontier`) fitted without the largest budget it would
+  be fitted on and judged on that one (the inner holdout), and fitted on every budget the
+  holdout rule keeps and judged on the held-out ones (the outer holdout), side by side. The
+  winner (Approach 3 unless another is closer on the inner holdout by more than the margin)
+  answers: `chosen` ("approach3", or the winner's name; "approach2" when Approach 3 won but is
+  degenerate), its fit in `selected_fit` when it is not Approach 3.
+- holdout: the winner fitted without the largest budget (`holdout` "largest:K": the K
+  largest; "below:C": fitted only on budgets <= C) predicts each held budget's best loss and
+  the largest one's N* (with whether that budget's own runs identify N* at all).
+- predictions at 10x and 100x the largest budget trained, from the chosen fit, flagged where
+  they lie beyond the evidence.
 - answer: "for C FLOPs, train N ≈ … on D ≈ … tokens; expected loss … [lo, hi]".
 
 Compute. N is `n_nonembed`, D the units each rung trained on. C is the rung's measured training
@@ -37,11 +46,19 @@ from typing import Any
 import numpy as np
 
 from scalelab.errors import UserError
+from scalelab.laws.candidates import (
+    FormCandidate,
+    FrontierCandidate,
+    allocate_from_record,
+    get_candidate,
+)
 from scalelab.laws.fit import Law, _quantiles
 from scalelab.laws.groups import n_distinct, size_groups
 from scalelab.laws.isoflop import FlopsPerUnit, budget_groups, extrapolate, isoflop_profiles
 from scalelab.laws.optimal import allocation_samples, optimal_allocation
+from scalelab.laws.selection import MARGIN, TWO_AXIS, holdout_summary, selection_record
 from scalelab.laws.validate import holdout as holdout_rule
+from scalelab.laws.validate import split
 from scalelab.records import Holdout
 
 LAW = "two_axis"
@@ -51,6 +68,8 @@ FACTORS = (10.0, 100.0)
 STORED_SAMPLES = 200
 FRONTIER_POINTS = 25
 LEVEL = 0.95
+Candidate = FormCandidate | FrontierCandidate
+N_STAR_SPAN = 4.0  # a budget's N* is identified when its 95% interval spans at most this factor
 
 
 @dataclass
@@ -291,62 +310,188 @@ def _side_by_side(a2: dict[str, Any] | None, a3: dict[str, Any], runs: Runs,
     return out
 
 
+def _budget_at(a2: dict[str, Any] | None, c: float) -> dict[str, Any] | None:
+    """Approach 2's record of the budget at C (within 1%), or None."""
+    for b in (a2 or {}).get("budgets") or []:
+        if abs(b["compute"] / c - 1) < 0.01:
+            return b
+    return None
+
+
 def _measured_best(runs: Runs, a2: dict[str, Any] | None, rows: np.ndarray,
-                   c_max: float) -> tuple[float, float, str]:
-    """(best loss, its N, where from) at the held-out budget: the parabola's vertex when it
+                   c: float) -> tuple[float, float, str]:
+    """(best loss, its N, where from) at a held-out budget: the parabola's vertex when it
     lies inside the sizes sampled, else the best rung."""
-    top = _top_budget(a2, c_max)
+    top = _budget_at(a2, c)
     if top is not None and top["vertex_inside"]:
         return top["loss"], top["N"], "parabola vertex"
     best = rows[np.argmin(runs.loss[rows])]
     return float(runs.loss[best]), float(runs.n[best]), "best rung"
 
 
-def _holdout_budget(law: Law, runs: Runs, a2: dict[str, Any] | None,
-                    tolerance: float) -> tuple[dict[str, Any] | None, str | None]:
-    """Fit on every budget but the largest, predict the largest's best loss and its N*."""
-    groups = budget_groups(runs.budget)
-    if len(groups) < 2:
-        return None, "one IsoFLOP budget: nothing smaller to fit on"
-    c_max, held = groups[-1]
-    keep = np.ones(len(runs.loss), dtype=bool)
-    keep[held] = False
-    fit_runs = runs.subset(keep)
+def hold_rule(rule: str) -> tuple[str, float]:
+    """("largest", K) or ("below", C) from a holdout rule; UserError for any other."""
+    kind, _, value = str(rule).partition(":")
     try:
-        _check(fit_runs)
-        fitted = law.clone().fit(fit_runs.X, fit_runs.loss)
-    except UserError as err:
-        return None, f"the smaller budgets alone cannot be fitted: {err}"
+        if kind == "largest":
+            k = int(value or 1)
+            if k >= 1:
+                return kind, float(k)
+        elif kind == "below":
+            c = float(value)
+            if c > 0:
+                return kind, c
+    except ValueError:
+        pass
+    raise UserError(f"bad holdout rule {rule!r} for a law in N and D: use largest:K (hold out "
+                    "the K largest budgets, or sizes on a grid) or below:C (fit only on "
+                    "budgets <= C)")
+
+
+def _fit_mask(runs: Runs, rule: str) -> tuple[np.ndarray, list[float]] | str:
+    """(runs to fit on, held budgets) by an IsoFLOP holdout rule, or why there are none."""
+    groups = budget_groups(runs.budget)
+    kind, value = hold_rule(rule)
+    if kind == "largest":
+        held = [g for g in groups[len(groups) - int(value):]] if len(groups) > value else []
+    else:
+        held = [g for g in groups if g[0] > value * (1 + 1e-6)]
+    if not held:
+        return f"holdout {rule}: no budget to predict ({len(groups)} budget(s))"
+    if len(held) == len(groups):
+        return f"holdout {rule}: no smaller budget to fit on"
+    keep = np.ones(len(runs.loss), dtype=bool)
+    for _, idx in held:
+        keep[idx] = False
+    return keep, [c for c, _ in held]
+
+
+def _holdout_budget(cand: Candidate, runs: Runs, a2: dict[str, Any] | None, rule: str,
+                    tolerance: float, bootstrap: int, seed: int
+                    ) -> tuple[dict[str, Any] | None, str | None]:
+    """Fit `cand` on the budgets the rule keeps, predict each held budget's best loss and N*."""
+    mask = _fit_mask(runs, rule)
+    if isinstance(mask, str):
+        return None, mask
+    keep, held = mask
+    fit_runs = runs.subset(keep)
+    why = cand.why_not(fit_runs)
+    if why:
+        return None, f"the budgets fitted on cannot fit {cand.name}: {why}"
     per_unit = FlopsPerUnit.from_runs(fit_runs.n, fit_runs.d, fit_runs.flops)
-    row = optimal_allocation(fitted, c_max, per_unit=per_unit)[0]
-    iv = row["intervals"] or {}
-    loss, n_star, source = _measured_best(runs, a2, held, c_max)
-    c_fit = groups[-2][0]
-    point = {"x": c_max, "measured": loss, "predicted": row["loss"],
-             "lo": (iv.get("loss") or [None])[0], "hi": (iv.get("loss") or [None, None])[1],
-             "rel_error": (row["loss"] - loss) / loss}
-    ho = Holdout(rule="largest_budget", n_fit=int(keep.sum()), n_test=int(len(held)),
-                 max_fit_size=c_fit, points=[point], params=dict(fitted.params_),
-                 on_bound=list(fitted.on_bound_)).to_dict()
-    ho.update(x_name="C", measured_from=source, ratio=c_max / c_fit, tolerance=tolerance,
-              within_tolerance=abs(point["rel_error"]) <= tolerance,
+    try:
+        fitted = cand.fit(fit_runs, per_unit, bootstrap, seed)
+    except UserError as err:
+        return None, f"the budgets fitted on cannot fit {cand.name}: {err}"
+    points, stars = [], []
+    groups = dict(budget_groups(runs.budget))
+    for c, row in zip(held, fitted.allocate(np.array(held)), strict=True):
+        iv = row["intervals"] or {}
+        loss, n_star, source = _measured_best(runs, a2, groups[c], c)
+        points.append({"x": c, "measured": loss, "predicted": row["loss"],
+                       "lo": (iv.get("loss") or [None])[0],
+                       "hi": (iv.get("loss") or [None, None])[1],
+                       "rel_error": (row["loss"] - loss) / loss})
+        stars.append((n_star, row, iv, source))
+    c_fit = max(c for c, idx in budget_groups(runs.budget) if keep[idx].all())
+    ho = Holdout(rule="largest_budget" if rule == "largest:1" else rule,
+                 n_fit=int(keep.sum()), n_test=int((~keep).sum()), max_fit_size=c_fit,
+                 points=points, params=dict(fitted.law.params_),
+                 on_bound=list(fitted.law.on_bound_)).to_dict()
+    n_star, row, iv, source = stars[-1]
+    ho.update(x_name="C", measured_from=source, ratio=held[-1] / c_fit, tolerance=tolerance,
+              within_tolerance=abs(points[-1]["rel_error"]) <= tolerance, law=cand.name,
               n_star={"measured": n_star, "predicted": row["N"], "interval": iv.get("N"),
-                      "rel_error": (row["N"] - n_star) / n_star})
+                      "rel_error": (row["N"] - n_star) / n_star,
+                      **_identified(_budget_at(a2, held[-1]))})
     return ho, None
 
 
-def _holdout_grid(law: Law, runs: Runs, tolerance: float
-                  ) -> tuple[dict[str, Any] | None, str | None]:
-    """A grid ladder: the law fitted without the largest N predicts its rungs."""
+def _identified(budget: dict[str, Any] | None) -> dict[str, Any]:
+    """Whether a held-out budget's own runs pin its N*: its vertex's interval (Approach 2's
+    bootstrap) spans at most N_STAR_SPAN. A flat valley leaves N* anywhere in a wide range,
+    and then no law's error of N* there means much."""
+    iv = None if budget is None else budget.get("N_interval")
+    ok = iv is not None and iv[0] > 0 and iv[1] / iv[0] <= N_STAR_SPAN
+    note = None
+    if not ok:
+        where = (f"anywhere in [{iv[0]:.3g}, {iv[1]:.3g}] ({LEVEL:.0%})" if iv
+                 else "nowhere in particular (no interval)")
+        note = (f"N* is not identified at this budget: its own runs put it {where}, so its "
+                "error says little about the law")
+    return {"measured_interval": iv, "identified": ok, "note": note}
+
+
+def _holdout_grid(cand: Candidate, runs: Runs, rule: str, tolerance: float, bootstrap: int,
+                  seed: int) -> tuple[dict[str, Any] | None, str | None]:
+    """A grid ladder: the law fitted without the largest N (or sizes by the rule) predicts its
+    rungs."""
+    if not isinstance(cand, FormCandidate):
+        return None, cand.why_not(runs) or f"{cand.name} needs IsoFLOP budgets"
+    law = Law(cand.name, bootstrap=bootstrap, seed=seed, level=LEVEL, x_names=X_NAMES,
+              y_name="val_loss")
     try:
-        ho = holdout_rule(law, runs.X, runs.loss, "largest:1").to_dict()
+        ho = holdout_rule(law, runs.X, runs.loss, rule).to_dict()
     except UserError as err:
         return None, str(err)
     top = Holdout.from_dict(ho).largest() or {}
     ratio = None if not ho["max_fit_size"] else float(runs.n.max() / ho["max_fit_size"])
     ho.update(x_name="N", measured_from="rungs", ratio=ratio, tolerance=tolerance,
-              within_tolerance=abs(top.get("rel_error") or np.inf) <= tolerance, n_star=None)
+              within_tolerance=abs(top.get("rel_error") or np.inf) <= tolerance, n_star=None,
+              law=cand.name)
     return ho, None
+
+
+def _holdout(cand: Candidate, runs: Runs, a2: dict[str, Any] | None, rule: str,
+             tolerance: float, bootstrap: int, seed: int
+             ) -> tuple[dict[str, Any] | None, str | None]:
+    if a2 is not None:
+        return _holdout_budget(cand, runs, a2, rule, tolerance, bootstrap, seed)
+    return _holdout_grid(cand, runs, rule, tolerance, bootstrap, seed)
+
+
+def _inner(cand: Candidate, runs: Runs, a2: dict[str, Any] | None, rule: str,
+           tolerance: float) -> tuple[dict[str, Any] | None, str | None]:
+    """The candidate fitted without the largest budget (or size) it would be fitted on, judged
+    on that one (no bootstrap: the choice needs the point error only)."""
+    if a2 is not None:
+        mask = _fit_mask(runs, rule)
+        if isinstance(mask, str):
+            return None, mask
+        return _holdout_budget(cand, runs.subset(mask[0]), a2, "largest:1", tolerance, 0, 0)
+    keep = split(runs.X, rule)
+    return _holdout_grid(cand, runs.subset(keep), "largest:1", tolerance, 0, 0)
+
+
+def _candidates(runs: Runs, a2: dict[str, Any] | None, rule: str, tolerance: float,
+                forced: str | None) -> dict[str, Any]:
+    """Every candidate's inner holdout, and the choice they make (`laws.selection`)."""
+    names = [forced] if forced else list(TWO_AXIS)
+    rows = []
+    for name in names:
+        cand = get_candidate(name)
+        inner, inner_skipped = _inner(cand, runs, a2, rule, tolerance)
+        rows.append({"law": name, "formula": cand.formula, "n_params": cand.n_params,
+                     "inner": holdout_summary(inner), "inner_skipped": inner_skipped,
+                     "outer": None, "outer_skipped": None})
+    return selection_record(rows, "budget" if a2 is not None else "size", forced,
+                            MARGIN * tolerance)
+
+
+def _outer(selection: dict[str, Any], runs: Runs, a2: dict[str, Any] | None, rule: str,
+           tolerance: float, bootstrap: int, seed: int
+           ) -> tuple[dict[str, Any] | None, str | None]:
+    """Every candidate's outer holdout beside its inner one; the winner's in full (with its
+    bootstrap interval), which is the record's `holdout`."""
+    full: tuple[dict[str, Any] | None, str | None] = (None, None)
+    for row in selection["candidates"]:
+        win = row["law"] == selection["selected"]
+        ho, skipped = _holdout(get_candidate(row["law"]), runs, a2, rule, tolerance,
+                               bootstrap if win else 0, seed)
+        row["outer"], row["outer_skipped"] = holdout_summary(ho), skipped
+        if win:
+            full = (ho, skipped)
+    return full
 
 
 def _warning(factor: float, holdout: dict[str, Any] | None, chosen: str) -> str | None:
@@ -368,24 +513,45 @@ def _warning(factor: float, holdout: dict[str, Any] | None, chosen: str) -> str 
     return None
 
 
-def _predictions(law: Law, a2: dict[str, Any] | None, a3: dict[str, Any],
-                 per_unit: FlopsPerUnit, c_max: float,
-                 holdout: dict[str, Any] | None) -> tuple[str | None, list[dict[str, Any]]]:
-    chosen = "approach3" if a3["degenerate"] is None else None
-    if chosen is None and a2 is not None and a2.get("a") is not None:
-        chosen = "approach2"
+def _chosen(selected: str, a2: dict[str, Any] | None, a3: dict[str, Any]) -> str | None:
+    """What answers: the selected candidate ("approach3" for chinchilla), Approach 2 when
+    Approach 3 was selected but is degenerate, else nothing."""
+    if selected != FORM:
+        return selected
+    if a3["degenerate"] is None:
+        return "approach3"
+    if a2 is not None and a2.get("a") is not None:
+        return "approach2"
+    return None
+
+
+def _allocate(record: dict[str, Any], c: np.ndarray, per_unit: FlopsPerUnit
+              ) -> list[dict[str, Any]]:
+    """The chosen fit's allocation rows at budgets c, from the record alone."""
+    chosen = record.get("chosen")
+    if chosen == "approach2":
+        return extrapolate(record["approach2"], c, per_unit)
+    if chosen == "approach3":
+        return optimal_allocation(Law.from_summary(record["approach3"]), c, per_unit=per_unit)
+    if chosen and record.get("selected_fit"):
+        return allocate_from_record(record["selected_fit"], c, per_unit)
+    raise UserError("this two-axis fit has no usable law: "
+                    + str((record.get("approach3") or {}).get("degenerate")))
+
+
+def _predictions(allocate: Any, chosen: str | None, c_max: float,
+                 holdout: dict[str, Any] | None) -> list[dict[str, Any]]:
     if chosen is None:
-        return None, []
+        return []
     c = np.array([f * c_max for f in FACTORS])
-    rows = (optimal_allocation(law, c, per_unit=per_unit) if chosen == "approach3"
-            else extrapolate(a2, c, per_unit))
+    rows = allocate(c)
     for f, row in zip(FACTORS, rows, strict=True):
         iv = row["intervals"] or {}
         warning = _warning(f, holdout, chosen)
         row.update(factor=f, source=chosen, x=row["compute"], predicted=row["loss"],
                    lo=(iv.get("loss") or [None])[0], hi=(iv.get("loss") or [None, None])[1],
                    level=LEVEL, beyond_evidence=warning is not None, warning=warning)
-    return chosen, rows
+    return rows
 
 
 def fmt_count(v: float | None) -> str:
@@ -406,6 +572,7 @@ def answer_text(row: dict[str, Any], unit: str = "token") -> str:
             f"D ≈ {fmt_count(row['D'])} {unit}s; expected loss {row['loss']:.4g}{band}")
 
 
+
 def answer_for(record: dict[str, Any], compute: float | Sequence[float]) -> list[dict[str, Any]]:
     """Allocation rows (with `answer`) for any budget from a stored record, by its chosen fit;
     intervals come from the record's stored bootstrap draws (at most 200)."""
@@ -413,23 +580,16 @@ def answer_for(record: dict[str, Any], compute: float | Sequence[float]) -> list
     c = np.atleast_1d(np.asarray(compute, dtype=float))
     if not np.all(np.isfinite(c) & (c > 0)):
         raise UserError("compute budgets must be positive numbers")
-    if record.get("chosen") == "approach2":
-        rows = extrapolate(record["approach2"], c, per_unit)
-    elif record.get("chosen") == "approach3":
-        rows = optimal_allocation(Law.from_summary(record["approach3"]), c, per_unit=per_unit)
-    else:
-        raise UserError("this two-axis fit has no usable law: "
-                        + str((record.get("approach3") or {}).get("degenerate")))
+    rows = _allocate(record, c, per_unit)
     for row in rows:
         row["answer"] = answer_text(row, record.get("unit") or "token")
         row["source"] = record["chosen"]
     return rows
 
 
-def _frontier(law: Law, per_unit: FlopsPerUnit, c_lo: float, c_hi: float) -> list[dict]:
-    """Approach 3's frontier from a third of the smallest budget to 100x the largest."""
-    return optimal_allocation(law, np.geomspace(c_lo / 3.0, c_hi * 100.0, FRONTIER_POINTS),
-                              per_unit=per_unit)
+def _frontier(allocate: Any, c_lo: float, c_hi: float) -> list[dict]:
+    """The chosen fit's frontier from a third of the smallest budget to 100x the largest."""
+    return allocate(np.geomspace(c_lo / 3.0, c_hi * 100.0, FRONTIER_POINTS))
 
 
 def _compute_range(runs: Runs, per_unit: FlopsPerUnit) -> tuple[list[float], float, float]:
@@ -443,61 +603,82 @@ def _compute_range(runs: Runs, per_unit: FlopsPerUnit) -> tuple[list[float], flo
     return [float(spent.max())], float(spent.min()), float(spent.max())
 
 
+def _selected_fit(selected: str, law: Law, runs: Runs, per_unit: FlopsPerUnit, bootstrap: int,
+                  seed: int) -> dict[str, Any] | None:
+    """The selected candidate fitted to every run (None: Approach 3, stored as approach3)."""
+    if selected == FORM:
+        return None
+    cand = get_candidate(selected)
+    why = cand.why_not(runs)
+    if why:
+        raise UserError(f"law {selected!r} cannot be fitted to these runs: {why}")
+    return cand.fit(runs, per_unit, bootstrap, seed).record
+
+
 def fit_two_axis(rows: list[dict], *, bootstrap: int = 1000, seed: int = 0,
-                 tolerance: float = 0.02,
-                 compute: Sequence[float] | None = None) -> dict[str, Any]:
+                 tolerance: float = 0.02, compute: Sequence[float] | None = None,
+                 holdout: str = "largest:1", law: str | None = None) -> dict[str, Any]:
     """Fit L(N, D) two ways to a study's rungs and answer the compute-optimal question.
 
     See the module docstring for the record. `compute` adds `answers` for those budgets (the
-    CLI's --compute). UserError (one line) for rungs that cannot give a law in N and D: a single
-    D, a single N, 5 or fewer distinct points.
+    CLI's --compute). `holdout`: largest:K holds out the K largest budgets (on a grid, sizes),
+    below:C fits only on budgets <= C. `law` forces one candidate (`laws.selection.TWO_AXIS`);
+    by default each candidate's inner holdout chooses (`selection`, `candidates`). UserError (one
+    line) for rungs that cannot give a law in N and D: a single D, a single N, 5 or fewer
+    distinct points.
     """
     if not 0 < tolerance < 1:
         raise UserError(f"tolerance must be between 0 and 1, got {tolerance}")
+    hold_rule(holdout)
+    if law is not None:
+        get_candidate(law)  # an unknown or one-input law: one line, before any fitting
     runs = runs_from_rows(rows)
     _check(runs)
     per_unit = FlopsPerUnit.from_runs(runs.n, runs.d, runs.flops)
-    law = _law(runs, bootstrap, seed)
+    a3_law = _law(runs, bootstrap, seed)
     computes, c_lo, c_max = _compute_range(runs, per_unit)
-    a3 = _approach3(law, runs, per_unit, computes, (c_lo, c_max))
+    a3 = _approach3(a3_law, runs, per_unit, computes, (c_lo, c_max))
     a2 = None
     if budget_groups(runs.budget):
         a2 = isoflop_profiles(runs.n, runs.d, runs.loss, runs.budget, per_unit,
                               bootstrap=bootstrap, seed=seed, level=LEVEL,
                               fallback_sigma=a3["residual_sigma"])
-        holdout, skipped = _holdout_budget(law, runs, a2, tolerance)
-    else:
-        holdout, skipped = _holdout_grid(law, runs, tolerance)
+    selection = _candidates(runs, a2, holdout, tolerance, law)
+    ho, skipped = _outer(selection, runs, a2, holdout, tolerance, bootstrap, seed)
     side = _side_by_side(a2, a3, runs, c_max)
-    chosen, predictions = _predictions(law, a2, a3, per_unit, c_max, holdout)
     record: dict[str, Any] = {
-        "law": LAW, "formula": law.form_.formula, "x": list(X_NAMES), "y": "val_loss",
+        "law": LAW, "formula": a3_law.form_.formula, "x": list(X_NAMES), "y": "val_loss",
         "level": LEVEL, "unit": runs.unit, "n_rungs": int(len(runs.loss)),
         "ladder": "isoflop" if a2 is not None else "grid",
-        "params": dict(law.params_), "intervals": law.intervals(), "on_bound": list(law.on_bound_),
-        "dof": law.dof_, "flags": list(a3["flags"]),
+        "params": dict(a3_law.params_), "intervals": a3_law.intervals(),
+        "on_bound": list(a3_law.on_bound_), "dof": a3_law.dof_, "flags": list(a3["flags"]),
         "flops_per_unit": per_unit.to_dict(), "budgets": computes,
         "approach3": a3, "approach2": a2, "comparison": side,
         "agree": side["agree"], "why": side["why"],
-        "holdout": holdout, "holdout_skipped": skipped, "tolerance": tolerance,
-        "chosen": chosen, "predictions": predictions,
-        "frontier": _frontier(law, per_unit, c_lo, c_max),
+        "holdout": ho, "holdout_skipped": skipped, "tolerance": tolerance,
+        "selection": {k: v for k, v in selection.items() if k != "candidates"},
+        "candidates": selection["candidates"],
+        "selected_fit": _selected_fit(selection["selected"], a3_law, runs, per_unit, bootstrap,
+                                      seed),
         "repeated_data": int(np.sum(runs.epochs > 1)),
     }
-    record["answer"] = _answer_at(record, law, a2, per_unit, c_max)
+    record["chosen"] = _chosen(selection["selected"], a2, a3)
+
+    def allocate(c: np.ndarray) -> list[dict[str, Any]]:
+        return _allocate(record, c, per_unit)
+
+    if record["chosen"] == "approach3":  # the full bootstrap, not the 200 stored draws
+        def allocate(c: np.ndarray) -> list[dict[str, Any]]:  # noqa: F811
+            return optimal_allocation(a3_law, c, per_unit=per_unit)
+
+    record["predictions"] = _predictions(allocate, record["chosen"], c_max, ho)
+    # The frontier of the chosen candidate; Approach 3's when Approach 3 or 2 answers (as the
+    # report has always drawn it) or when nothing does.
+    other = record["chosen"] not in (None, "approach2", "approach3")
+    record["frontier"] = _frontier(allocate if other else lambda c: optimal_allocation(
+        a3_law, c, per_unit=per_unit), c_lo, c_max)
+    record["answer"] = (answer_text(allocate(np.array([c_max]))[0], runs.unit)
+                        if record["chosen"] else None)
     if compute is not None:
-        record["answers"] = answer_for(record, compute) if chosen else []
+        record["answers"] = answer_for(record, compute) if record["chosen"] else []
     return record
-
-
-def _answer_at(record: dict[str, Any], law: Law, a2: dict[str, Any] | None,
-               per_unit: FlopsPerUnit, c_max: float) -> str | None:
-    """The answer at the largest budget trained, from the chosen fit (full bootstrap)."""
-    if record["chosen"] == "approach3":
-        row = next(r for r in record["approach3"]["allocations"]
-                   if abs(r["compute"] / c_max - 1) < 1e-9)
-    elif record["chosen"] == "approach2":
-        row = extrapolate(a2, c_max, per_unit)[0]
-    else:
-        return None
-    return answer_text(row, record["unit"])

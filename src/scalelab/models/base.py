@@ -10,7 +10,9 @@ errors) and offers
 - `build(shape)`: a fresh `nn.Module`; its forward takes the task's input batch and returns the
   task's outputs (logits, or one value per example for regression);
 - `count_params(model)` -> (n_params, n_nonembed);
-- `describe(shape)`: a short text for tables ("4x144", "3x256", ...).
+- `describe(shape)`: a short text for tables ("4x144", "3x256", ...);
+- optionally `fingerprint()`: what identifies the code that builds its models beyond its
+  options (`family_fingerprint`); a resumed study refuses to go on when it changed.
 
 The shape must hold everything `build` needs (input and output sizes included), so a stored rung
 can be rebuilt from its shape alone. Adding a family is one file in `models/` plus one line in
@@ -24,6 +26,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
+import torch
 import torch.nn as nn
 
 from scalelab.errors import UserError
@@ -58,9 +61,23 @@ class FamilyBase:
     A family subclasses it and adds its rule (`shape_for`), `build` and `describe`."""
 
     context: int | None = None
+    name: str
 
     def count_params(self, model: nn.Module) -> tuple[int, int]:
         return count_params(model)
+
+    def builder(self, shape: dict) -> str:
+        """Who built the model of `shape`, for messages: "family 'mlp' at 3x64"."""
+        return f"family {self.name!r} at {self.describe(shape)}"  # type: ignore[attr-defined]
+
+    def fingerprint(self) -> dict:
+        """The built-in families (gpt, mlp, cnn) are fingerprinted by their name alone: their
+        code is scalelab's, their options are in the spec (which a resume compares already), and
+        a change of their code that changes a model changes its parameter count, which a resume
+        checks rung by rung (`scalelab.planned`). Fingerprinting scalelab's source or version
+        instead would refuse every study made before an upgrade, the b309b61 ones included,
+        though their models are built the same."""
+        return {"family": self.name}
 
 
 def count_params(model: nn.Module) -> tuple[int, int]:
@@ -96,6 +113,59 @@ def closest_knob(target: float, count: Callable[[int], int], lo: int = 1,
         else:
             b = mid
     return min((a, b), key=lambda k: abs(math.log(max(count(k), 1) / target)))
+
+
+def family_fingerprint(family: Family) -> dict:
+    """The family's `fingerprint()`, or its name for a user's family object without one."""
+    fingerprint = getattr(family, "fingerprint", None)
+    return fingerprint() if callable(fingerprint) else {"family": family.name}
+
+
+def built_counts(family: Family, shape: dict) -> tuple[int, int]:
+    """(n_params, n_nonembed) of the model `family.build(shape)` makes now. Built for real, as
+    the ladder counts it: on the meta device the first build of some models loads PyTorch's
+    meta kernels, seconds on a small CPU, more than a small model costs. (It draws random
+    numbers for the initialisation; a rung seeds its own generator before it builds.)"""
+    return family.count_params(family.build(shape))
+
+
+PROBE_BATCH = 2  # examples in the forward pass that checks a model against its task
+
+
+def check_forward(family: Family, shape: dict, task: Any) -> None:
+    """One forward pass of the model of `shape` on an example batch of `task`, so a model whose
+    inputs or outputs do not fit the task is one UserError line before the study folder is
+    written, not a shape error mid-training. Built and run for real on the CPU (the meta
+    device would first load PyTorch's meta kernels: seconds)."""
+    from scalelab.tasks.base import describe_io
+
+    x = task.example_input(PROBE_BATCH)
+    model = family.build(shape)  # its own errors (a factory that raises) are its own
+    try:
+        with torch.no_grad():
+            out = model(x)
+    except Exception as err:
+        text = " ".join(str(err).split())
+        raise UserError(f"{_builder(family, shape)} does not fit the task's inputs "
+                        f"(a batch of shape {tuple(x.shape)}): {type(err).__name__}: {text}; "
+                        f"the task gives {describe_io(task)}") from None
+    want = _output_shape(task.io, task.objective, x)
+    got = tuple(out.shape) if isinstance(out, torch.Tensor) else None
+    if got is None or math.prod(got) != math.prod(want) or (want[-1] > 1 and got[-1] != want[-1]):
+        raise UserError(f"{_builder(family, shape)} returns outputs of shape {got} for a batch of "
+                        f"shape {tuple(x.shape)}; the task needs {want} ({describe_io(task)})")
+
+
+def _output_shape(io: TaskIO, objective: str, x: torch.Tensor) -> tuple[int, ...]:
+    """What the task's loss needs from a model for the inputs `x`: logits per example (per
+    position for sequences), or one value per example for regression."""
+    lead = tuple(x.shape[:2]) if io.kind == "sequence" else (x.shape[0],)
+    return lead + (1 if objective == "regression" else io.n_outputs,)
+
+
+def _builder(family: Family, shape: dict) -> str:
+    builder = getattr(family, "builder", None)
+    return builder(shape) if callable(builder) else f"family {family.name!r} at {shape}"
 
 
 def family_class(name: str) -> Any:

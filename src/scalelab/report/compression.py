@@ -15,6 +15,11 @@ L(N) = E + A * N^-alpha (when `summary["fits"]` has one in n_nonembed) is drawn 
 by mapping N to each rung's measured bytes and latency (log-log interpolation between rungs, so
 the curve spans the rungs' range only). Models on the
 Pareto frontier over (loss, latency, bytes) are ringed.
+
+Speedups are computed here from the medians the table shows beside them (the base rung's,
+measured again before each variant, `extra.base_latency_ms`, over the variant's), by
+`scalelab.latency.speedups`, the function that stored `extra.speedup`; a latency flagged unstable
+(`scalelab.latency`) is marked where it is shown, and so is a speedup made from one.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from scalelab import select
+from scalelab import latency, select
 from scalelab.report.html import esc as _e
 from scalelab.report.html import fmt_bytes
 from scalelab.report.html import fmt_spec as _fmt
@@ -175,12 +180,16 @@ def _notes(v: Mapping[str, Any], batch: str, unit: str) -> str:
     st = v.get("settings") or {}
     meth = v.get("method")
     if meth == "int8":
-        fp32 = ex.get("fp32_onnxruntime_latency_ms") or {}
+        # The fp32 graph's medians as shown, and the int8 speedup over them computed from them.
+        fp32 = latency.medians(ex.get("fp32_onnxruntime_latency_ms"))
+        own = latency.speedups(fp32, v.get("latency_ms"))
+        prefix = "fp32_onnxruntime_"
         return (f"ONNX Runtime, int8 weights; Linear weights "
                 f"{_fmt(ex.get('linear_weight_ratio'), '.2f', 'x')} smaller than fp32; "
                 f"same graph in fp32 under ONNX Runtime: "
-                f"{_fmt(fp32.get('1'), '.3g')} / {_fmt(fp32.get(batch), '.3g')} ms "
-                f"(b1 / b{batch})")
+                f"{_lat(fp32, ex, '1', prefix)} / {_lat(fp32, ex, batch, prefix)} ms "
+                f"(b1 / b{batch}), int8 over it {_fmt(own.get('1'), '.2f', '×')} / "
+                f"{_fmt(own.get(batch), '.2f', '×')}")
     if meth == "sparse":
         return (f"sparsity {_fmt(ex.get('sparsity'), '.0%')} of the Linear weights; bitmask "
                 "file; dense kernels: no speedup claimed")
@@ -195,28 +204,50 @@ def _notes(v: Mapping[str, Any], batch: str, unit: str) -> str:
     return str(ex.get("note", ""))
 
 
+def _lat(medians: Mapping[str, float], holder: Mapping[str, Any], batch: str,
+         prefix: str = "") -> str:
+    """A shown median latency (3 significant digits), marked when its series is flagged."""
+    text = _fmt(medians.get(batch), ".3g")
+    return text + (latency.UNSTABLE_MARK if latency.flagged(holder, batch, prefix) else "")
+
+
+def _speedup_cells(v: Mapping[str, Any], base: Mapping[str, float],
+                   lat: Mapping[str, float], batch: str) -> tuple[str, str]:
+    """Speedups at b1 and `batch`: the ratio of the two medians shown beside them (the base
+    rung's, measured again before this variant, over the variant's), computed by the function
+    that stored `extra.speedup`; marked when either latency is flagged."""
+    if v.get("method") == "sparse":
+        return "not claimed", "not claimed"
+    ex = v.get("extra") or {}
+    sp = latency.speedups(base, lat)
+    cells = []
+    for b in ("1", batch):
+        shaky = latency.flagged(v, b) or latency.flagged(ex, b, "base_")
+        cells.append(_fmt(sp.get(b), ".2f", "×") + (latency.UNSTABLE_MARK if shaky else ""))
+    return cells[0], cells[1]
+
+
 def _table(summary: Mapping[str, Any], batch: str, front: set[str]) -> str:
     variants = summary.get("variants") or []
     unit = _unit(summary)
     metric_cols = _metric_columns(summary)
     heads = ("variant", "method", "of rung", "N (non-emb)", "bytes", "smaller", "val loss",
              "Δ loss", *(label for _, label, _ in metric_cols), "lat b1 ms", f"lat b{batch} ms",
-             "speedup b1", f"speedup b{batch}", "frontier", "notes")
+             f"base rung lat b1 / b{batch} ms", "speedup b1", f"speedup b{batch}", "frontier",
+             "notes")
     rows = []
     for v in variants:
         ex = v.get("extra") or {}
-        lat = v.get("latency_ms") or {}
-        sp = ex.get("speedup") or {}
-        if v.get("method") == "sparse":
-            s1 = sb = "not claimed"
-        else:
-            s1, sb = _fmt(sp.get("1"), ".2f", "×"), _fmt(sp.get(batch), ".2f", "×")
+        lat = latency.medians(v.get("latency_ms"))
+        base = latency.medians(ex.get("base_latency_ms"))
         metrics = ex.get("metrics") or {}
         cells = (v["name"], v.get("method"), v.get("of_rung"), _fmt(v.get("n_nonembed"), ",.0f"),
                  fmt_bytes(v.get("bytes")), _fmt(ex.get("size_ratio"), ".2f", "×"),
                  _fmt(v.get("val_loss"), ".4f"), _fmt(ex.get("loss_delta"), "+.4f"),
                  *(_fmt(metrics.get(key), spec) for key, _, spec in metric_cols),
-                 _fmt(lat.get("1"), ".3g"), _fmt(lat.get(batch), ".3g"), s1, sb,
+                 _lat(lat, v, "1"), _lat(lat, v, batch),
+                 f"{_lat(base, ex, '1', 'base_')} / {_lat(base, ex, batch, 'base_')}",
+                 *_speedup_cells(v, base, lat, batch),
                  "yes" if v["name"] in front else "", _notes(v, batch, unit))
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return ("<table class=\"variants\"><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads)
@@ -262,8 +293,13 @@ def compression_section(summary: Mapping[str, Any]) -> str | None:
         f"latency = median forward time of one batch of {_e(batch)} (and 1) inputs after "
         f"warm-up, on {_e(study.get('machine') or '?')} with {_e(study.get('threads') or '?')} "
         "torch thread(s)."
-        " Speedups compare with the base rung measured again in the same run. int8 runs in ONNX "
-        "Runtime, so its table row also gives the same graph's fp32 latency in that runtime. "
+        " Speedups compare with the base rung measured again right before each variant (its "
+        "medians are in the table: a speedup is the ratio of the two medians beside it). int8 runs "
+        "in ONNX Runtime, so its table row also gives the same graph's fp32 latency in that "
+        f"runtime. A latency marked{_e(latency.UNSTABLE_MARK)} came from a series whose IQR "
+        f"is over {latency.UNSTABLE_IQR:.0%} of its median (such a series is measured a second "
+        "time first; the cores were busy): its median, and a speedup made from it, may be far "
+        "from a quiet machine's. "
         "Unstructured (sparse) variants run dense kernels: their size is a storage result, "
         "no speedup is claimed.</p>",
     ]

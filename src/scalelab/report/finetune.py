@@ -16,10 +16,9 @@ from typing import Any
 import numpy as np
 
 from scalelab.report.html import esc as _e
-from scalelab.report.html import fmt_bytes
-from scalelab.report.html import fmt_spec as _fmt
 from scalelab.report.plots import section_rc, to_inline_svg
-from scalelab.values import finite
+from scalelab.values import finite, fmt_bytes
+from scalelab.values import fmt_spec as _fmt
 
 PALETTE = ("#1f3b73", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
            "#666666")

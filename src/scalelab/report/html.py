@@ -12,7 +12,7 @@ import contextlib
 import html
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,13 +21,31 @@ import jinja2
 import yaml
 from markupsafe import Markup, escape
 
-from scalelab.laws.profile import fmt_ratio, horizon_text, profile_rows
+from scalelab import latency
+from scalelab.laws.missing import missing_law
+from scalelab.laws.profile import fmt_ratio, horizon_text, profile_rows, within_text
 from scalelab.records import FitRecord, Holdout
 from scalelab.report import plots
-from scalelab.report.plots import fmt_count, latency_batches, latency_of, scaled
-from scalelab.values import finite
+from scalelab.report.plots import latency_batches, latency_of
+from scalelab.values import (
+    finite,
+    fmt_bytes,
+    fmt_count,
+    fmt_flops,
+    fmt_flops_rate,
+    fmt_lr,
+    fmt_num,
+    fmt_pct,
+    fmt_rate,
+    fmt_seconds,
+    fmt_sig,
+    fmt_signed_pct,
+)
+from scalelab.values import (
+    fmt_spec as fmt_spec,  # re-exported: report sections import it from here
+)
 
-__all__ = ["build_report_html", "render_report"]
+__all__ = ["build_report_html", "candidates_html", "candidates_view", "render_report"]
 
 _TEMPLATES = Path(__file__).with_name("templates")
 
@@ -40,93 +58,12 @@ def esc(x: Any) -> str:
     return html.escape(str(x))
 
 
-def fmt_spec(v: Any, spec: str, suffix: str = "") -> str:
-    """A finite number in a format spec, or a dash."""
-    f = finite(v)
-    return "—" if f is None else format(f, spec) + suffix
-
-
-def fmt_flops(v: Any) -> str:
-    f = finite(v)
-    if f is None:
-        return "—"
-    units = ((1e18, " EFLOP"), (1e15, " PFLOP"), (1e12, " TFLOP"), (1e9, " GFLOP"),
-             (1e6, " MFLOP"))
-    return scaled(f, units) or f"{f:.3g} FLOP"
-
-
-def fmt_flops_rate(v: Any) -> str:
-    s = fmt_flops(v)
-    return s if s == "—" else s + "/s"
-
-
-def fmt_bytes(v: Any) -> str:
-    f = finite(v)
-    if f is None:
-        return "—"
-    return scaled(f, ((1e12, " TB"), (1e9, " GB"), (1e6, " MB"), (1e3, " kB"))) or f"{int(f)} B"
-
-
-def fmt_seconds(v: Any) -> str:
-    f = finite(v)
-    if f is None:
-        return "—"
-    if f < 1:
-        return f"{f * 1e3:.3g} ms"
-    if f < 120:
-        return f"{f:.3g} s"
-    if f < 7200:
-        return f"{f / 60:.3g} min"
-    return f"{f / 3600:.3g} h"
-
-
-def fmt_ms(v: Any) -> str:
-    f = finite(v)
-    return "—" if f is None else f"{f:.3g} ms"
-
-
-def fmt_pct(v: Any, digits: int = 2) -> str:
-    f = finite(v)
-    return "—" if f is None else f"{f * 100:.{digits}f}%"
-
-
-def fmt_signed_pct(v: Any) -> str:
-    f = finite(v)
-    return "—" if f is None else f"{f * 100:+.2f}%"
-
-
-def fmt_num(v: Any, digits: int = 4) -> str:
-    if isinstance(v, bool):
-        return str(v)
-    f = finite(v)
-    if f is None:
-        if v is None:
-            return "—"
-        try:
-            return str(float(v))  # nan / inf
-        except (TypeError, ValueError):
-            return str(v)
-    return f"{f:.{digits}g}"
-
-
-def fmt_lr(v: Any) -> str:
-    f = finite(v)
-    if f is None:
-        return fmt_num(v)
-    return f"{f:.3g}" if f >= 0.01 else f"{f:.2e}".replace("e-0", "e-")
-
-
-def fmt_rate(v: Any) -> str:
-    f = finite(v)
-    return "—" if f is None else f"{fmt_count(f)}/s"
-
-
 def fmt_latency(value: Any, unit: bool = True) -> str:
     """Median latency in ms, ± half the IQR when known."""
     med, iqr = plots.latency_median(value)
     if med is None:
         return "—"
-    s = f"{med:.3g}" + (f" ± {iqr / 2:.2g}" if iqr is not None else "")
+    s = fmt_sig(med) + (f" ± {fmt_sig(iqr / 2, 2)}" if iqr is not None else "")
     return s + " ms" if unit else s
 
 
@@ -251,7 +188,8 @@ def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str],
         lat = []
         for b in batches:
             med, iqr = latency_of(r, b)
-            lat.append(fmt_latency({"median": med, "iqr": iqr}, unit=False))
+            lat.append(fmt_latency({"median": med, "iqr": iqr}, unit=False)
+                       + (latency.UNSTABLE_MARK if latency.flagged(r, b) else ""))
         d = r.get("D", r.get("tokens"))
         rate = r.get("units_per_s")
         rate = r.get("tokens_per_s") if rate is None else rate
@@ -340,6 +278,9 @@ def _profile_view(profile: Mapping[str, Any] | None, x: str) -> dict[str, Any] |
     view: dict[str, Any] = {
         "text": horizon_text(profile), "rows": [], "svg": None, "noise": None,
         "horizon": None if h is None else fmt_ratio(h),
+        # no horizon: either a check failed beyond its noise, or none could test the tolerance
+        "no_horizon": ("too noisy to tell" if profile.get("failed") is None
+                       and profile.get("noisy") else "none"),
         "tolerance": f"{100 * (finite(profile.get('tolerance')) or 0.02):g}%"}
     if not profile.get("splits"):
         return view
@@ -356,7 +297,7 @@ def _profile_view(profile: Mapping[str, Any] | None, x: str) -> dict[str, Any] |
                         f"{fmt_ratio(r['largest']['ratio'])}"),
             "band": _band_text(r["largest"].get("band")),
             "mean": fmt_signed_pct(r["mean_error"]),
-            "within": fmt_ratio(r["within"]) if r["within"] is not None else "not at the first",
+            "within": within_text(r),
         })
     noise = profile.get("noise")
     if isinstance(noise, Mapping) and profile.get("outside_band") is not None:
@@ -401,6 +342,94 @@ def _noise_view(noise: Any) -> dict[str, Any] | None:
     return {"source": str(noise.get("source") or ""), "sigma": fmt_pct(noise.get("sigma")),
             "dof": noise.get("dof"), "weighted": noise.get("weighting") is not None,
             "sizes": sizes}
+
+
+def _first(v: Any) -> Any:
+    """A holdout's x: one value, or the first of a list (several held-out points)."""
+    if isinstance(v, Sequence) and not isinstance(v, str):
+        return v[0] if v else None
+    return v
+
+
+def _why_answers(selection: Mapping[str, Any], rows: Sequence[Mapping[str, Any]],
+                 chosen: str | None) -> str:
+    """Why the selected candidate answers, in the words of the recorded rule and margin."""
+    selected = str(selection.get("selected"))
+    if selection.get("forced"):
+        why = (f"{selected} was asked for, not chosen ({selection.get('rule') or 'forced'}): "
+               "no other candidate was tried")
+    elif not selection.get("on_evidence"):
+        why = ("no candidate could be fitted without the largest point and judged on it: the "
+               "default answers, not chosen on evidence")
+    else:
+        margin = fmt_pct(selection.get("margin"))
+        inner = {r.get("law"): finite((r.get("inner") or {}).get("rel_error")) for r in rows}
+        default = str(rows[0].get("law")) if rows else selected
+        if selected == default:
+            why = (f"the default; no other candidate's |inner error| was smaller than its own "
+                   f"({fmt_pct(_abs(inner.get(default)))}) by more than the margin {margin}"
+                   if inner.get(default) is not None else
+                   f"the default; no other candidate beat it by more than the margin {margin}")
+        elif inner.get(default) is None or inner.get(selected) is None:
+            why = (f"the default {default} could not be judged on the inner holdout; "
+                   f"{selected} has the smallest |inner error| "
+                   f"({fmt_pct(_abs(inner.get(selected)))})")
+        else:
+            gap = abs(inner[default]) - abs(inner[selected])
+            why = (f"its |inner error| {fmt_pct(abs(inner[selected]))} is smaller than the "
+                   f"default {default}'s by {fmt_pct(gap)}, more than the margin {margin}")
+    if chosen == "approach2" and selected == "chinchilla":
+        why += ("; Approach 3 is degenerate on all the runs, so Approach 2's power laws in C "
+                "answer in its place")
+    return why
+
+
+def _abs(v: float | None) -> float | None:
+    return None if v is None else abs(v)
+
+
+def candidates_view(record: Mapping[str, Any], what: str = "size",
+                    chosen: str | None = None) -> dict[str, Any] | None:
+    """Every candidate law of a fit record (`selection`, `candidates`: `laws.selection`) as the
+    report's table states it: inner and outer holdout side by side, which one answers and why.
+    `what` is "size" (the held-out point is an N) or "budget" (a compute budget C); `chosen`
+    the record's answering fit where it differs from the selected law (a two-axis record)."""
+    selection, rows = record.get("selection"), record.get("candidates")
+    if not isinstance(selection, Mapping) or not isinstance(rows, Sequence) or not rows:
+        return None
+    size = fmt_flops if what == "budget" else fmt_count
+    out = []
+    for r in rows:
+        if not isinstance(r, Mapping):
+            continue
+        inner, outer = r.get("inner") or {}, r.get("outer") or {}
+        notes = [f"inner: {r['inner_skipped']}" if r.get("inner_skipped") else "",
+                 f"outer: {r['outer_skipped']}" if r.get("outer_skipped") else ""]
+        out.append({"law": str(r.get("law")), "formula": str(r.get("formula") or ""),
+                    "n_params": r.get("n_params"),
+                    "inner_fit": size(inner.get("max_fit_size")),
+                    "inner_on": size(_first(inner.get("x"))),
+                    "inner": fmt_signed_pct(inner.get("rel_error")),
+                    "outer_fit": size(outer.get("max_fit_size")),
+                    "outer_on": size(_first(outer.get("x"))),
+                    "outer": fmt_signed_pct(outer.get("rel_error")),
+                    "n_star": fmt_signed_pct(outer.get("n_star")),
+                    "answers": r.get("law") == selection.get("selected"),
+                    "note": "; ".join(n for n in notes if n)})
+    return {"what": what, "symbol": "C" if what == "budget" else "N",
+            "rule": str(selection.get("rule") or ""),
+            "margin": fmt_pct(selection.get("margin")),
+            "selected": str(selection.get("selected")),
+            "forced": bool(selection.get("forced")),
+            "on_evidence": bool(selection.get("on_evidence")),
+            "why": _why_answers(selection, rows, chosen),
+            "has_n_star": any(row["n_star"] != "—" for row in out), "rows": out}
+
+
+def candidates_html(view: Mapping[str, Any], index: Any) -> Markup:
+    """The candidates table (templates/candidates.html.j2), for parts built outside the main
+    template (the two-axis part): the one place it is rendered."""
+    return Markup(_env().get_template("candidates.html.j2").render(c=view, index=index))
 
 
 def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
@@ -462,6 +491,7 @@ def _fit_views(summary: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]],
                 "profile": None if exact else _profile_view(fit.profile, x),
                 "predictions": [] if exact else _prediction_rows(fit.predictions),
                 "noise": _noise_view(fit.noise),
+                "candidates": candidates_view(stored),
             }
         )
     return views
@@ -494,7 +524,7 @@ def _headline(rungs: Sequence[Mapping[str, Any]], fits: list[dict],
         prof = f["profile"]
         if prof is not None and prof["rows"]:
             cards.append({"id": f"horizon-{f['index']}", "k": f"trust horizon · {f['y_short']}",
-                          "v": prof["horizon"] or "none",
+                          "v": prof["horizon"] or prof["no_horizon"],
                           "sub": f"beyond the fitted range, within {prof['tolerance']}"})
         if f["holdout"]:
             ho = f["holdout"]
@@ -634,6 +664,8 @@ def build_report_html(
         "gap_svg": _markup(gap_svg),
         "n_gap": len(plots.gap_points(rungs)),
         "headline": _headline(rungs, fits, task),
+        # why there is no law (too few rungs, all diverged, not finished yet), in one line
+        "no_law": missing_law(summary) or "No law fitted yet.",
         "two_axis": [{"answer": t["answer"], "html": Markup(t["html"])} for t in two_axis],
         "diverged": [
             {
@@ -669,7 +701,10 @@ def render_report(
     out_path = Path(out_path)
     page = build_report_html(summary, curves, extra_sections)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".report-", suffix=".tmp", dir=out_path.parent)
+    # Created 0666 less the umask, like summary.json and runs.csv (mkstemp would make it 0600,
+    # unreadable to the others who read the study's other files); O_EXCL keeps it our own file.
+    tmp = out_path.parent / f".report-{os.getpid()}-{secrets.token_hex(6)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(page)

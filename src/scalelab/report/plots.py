@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import matplotlib
 import numpy as np
-from matplotlib import ticker
 from matplotlib.figure import Figure
 
 from scalelab.errors import UserError
@@ -29,13 +27,13 @@ from scalelab.laws.fit import Law
 from scalelab.laws.plots import draw_residuals
 from scalelab.laws.profile import fmt_ratio
 from scalelab.records import Holdout
-from scalelab.values import finite
+from scalelab.report.axes import style_axes, style_figure
+from scalelab.values import finite, fmt_count
 
 __all__ = [
     "cost_svg",
     "eval_law",
     "finished_points",
-    "fmt_count",
     "gap_svg",
     "latency_median",
     "loss_curves_svg",
@@ -43,7 +41,6 @@ __all__ = [
     "profile_svg",
     "residuals_svg",
     "rung_colors",
-    "scaled",
     "to_inline_svg",
 ]
 
@@ -91,24 +88,6 @@ def _floats(values: Any) -> np.ndarray:
     """A float array with None / non-numbers as NaN."""
     out = [finite(v) for v in (values or [])]
     return np.array([np.nan if v is None else v for v in out], dtype=float)
-
-
-def fmt_count(n: Any) -> str:
-    """12345 -> '12.3k', 4.47e5 -> '447k', 1.2e6 -> '1.2M'."""
-    f = finite(n)
-    if f is None:
-        return "—"
-    return scaled(f, ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k"))) or (
-        f"{f:.3g}" if f != int(f) else str(int(f)))
-
-
-def scaled(f: float, units: Sequence[tuple[float, str]]) -> str | None:
-    """f in the largest of `units` (divisor, suffix; largest first) it reaches, to 3 significant
-    digits; None when it is below the smallest."""
-    for div, unit in units:
-        if abs(f) >= div:
-            return f"{f / div:.3g}{unit}"
-    return None
 
 
 def latency_median(value: Any) -> tuple[float | None, float | None]:
@@ -202,6 +181,7 @@ def to_inline_svg(fig: Figure) -> str:
     """The figure as SVG to inline in HTML: no prolog, metadata or namespaces, ids unique to the
     plot, sized to scale with the page."""
     buf = io.StringIO()
+    style_figure(fig)
     if fig.get_layout_engine() is None:
         fig.tight_layout(pad=0.6)
     fig.savefig(buf, format="svg", metadata=_NO_METADATA)
@@ -230,45 +210,6 @@ def to_inline_svg(fig: Figure) -> str:
         count=1,
     )
     return svg.strip()
-
-
-_SI = ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
-
-
-def _si_tick(v: float, _pos: Any = None) -> str:
-    """Tick label without scientific notation: 0.05, 3, 250, 10k, 1M, 3T."""
-    if not math.isfinite(v) or v <= 0:
-        return ""
-    if v >= 1e4:
-        for div, unit in _SI:
-            if v >= div:
-                return f"{v / div:.3g}{unit}"
-    return f"{v:.3g}"
-
-
-def _nice_log_axes(ax: Any, *, x: bool = True, y: bool = True) -> None:
-    """Plain tick labels on log axes; minor ticks labelled (2, 3, 5 ×) only within a decade."""
-    for on, axis, lim in ((x, ax.xaxis, ax.get_xlim()), (y, ax.yaxis, ax.get_ylim())):
-        if not on or axis.get_scale() != "log":
-            continue
-        lo, hi = sorted(lim)
-        decades = math.log10(hi / lo) if lo > 0 and hi > 0 else 10.0
-        majors = (
-            math.floor(math.log10(hi) + 1e-9) - math.ceil(math.log10(lo) - 1e-9) + 1
-            if lo > 0 and hi > 0
-            else 2
-        )
-        axis.set_major_formatter(ticker.FuncFormatter(_si_tick))
-        if majors < 2 or decades < 1.2:
-            subs = (2.0, 5.0) if decades > 0.7 else (2.0, 3.0, 4.0, 5.0, 6.0, 8.0)
-
-            def minor(v: float, pos: Any = None, subs: tuple = subs) -> str:
-                mant = v / 10 ** math.floor(math.log10(v) + 1e-9) if v > 0 else 0
-                return _si_tick(v) if any(abs(mant - s) < 1e-6 for s in subs) else ""
-
-            axis.set_minor_formatter(ticker.FuncFormatter(minor))
-        else:
-            axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def _no_data(ax: Any, text: str = "no data yet") -> None:
@@ -371,7 +312,6 @@ def loss_vs_n_svg(
         ax.set_ylabel(y_label or _axis_name(y_key))
         ax.grid(True, which="major")
         ax.grid(True, which="minor", alpha=0.4)
-        _nice_log_axes(ax)
         ax.legend(loc="lower left", frameon=False)
         return to_inline_svg(fig)
 
@@ -459,6 +399,26 @@ def _curve_series(points: Sequence[Mapping[str, Any]], key: str) -> tuple[np.nda
     return np.asarray(xs)[order], np.asarray(ys)[order]
 
 
+def with_final_point(points: Sequence[Mapping[str, Any]],
+                     rung: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """A finished rung's curve ending at the D it trained on: when the stored curve stops short
+    of it (none recorded yet, an older study), its final validation loss is the last point, so a
+    rung shorter than `eval_every` or one without a stored curve still shows where it ended."""
+    out = list(points)
+    d, val = finite(rung.get("D", rung.get("tokens"))), finite(rung.get("val_loss"))
+    if rung.get("status", "done") != "done" or d is None or d <= 0 or val is None:
+        return out
+    last = max((finite(p.get("tokens")) or 0.0 for p in out), default=0.0)
+    if last < d * 0.99:  # a curve that ends within 1% of D ended at D (rounding of steps)
+        out.append({"step": rung.get("steps"), "tokens": d, "train_loss": None, "val_loss": val})
+    return out
+
+
+def _few(n: int) -> dict[str, Any]:
+    """Markers for a series of one or two points, which a bare line would not show."""
+    return {"marker": "o", "ms": 3} if n < 3 else {}
+
+
 def loss_curves_svg(
     curves: Mapping[int, Sequence[Mapping[str, Any]]],
     rungs: Sequence[Mapping[str, Any]] = (),
@@ -471,7 +431,9 @@ def loss_curves_svg(
     ``unit`` is what D counts (byte, token, example: the points' ``tokens``), ``loss_unit`` what
     the loss is in (nats/byte, nats/example, ...).
 
-    One colour per rung (same colours in both panels); a diverged rung's curve ends in an ``x``.
+    One colour per rung (same colours in both panels); a diverged rung's curve ends in an ``x``;
+    a finished rung's curve ends at its final validation loss (`with_final_point`), and a series
+    of one or two points is drawn with markers, so every rung shows whatever `eval_every` was.
     The y range is capped near the initial loss so a blow-up does not flatten the other curves.
     """
     by_rung = {int(r["rung"]): r for r in rungs if finite(r.get("rung")) is not None}
@@ -479,6 +441,8 @@ def loss_curves_svg(
     for k, v in curves.items():
         if finite(k) is not None:
             norm[int(float(k))] = v or []
+    for rid, r in by_rung.items():
+        norm[rid] = with_final_point(norm.get(rid) or [], r)
     ids = sorted(set(norm) | set(by_rung))
     colors = dict(zip(ids, rung_colors(len(ids)), strict=True))
 
@@ -504,7 +468,7 @@ def loss_curves_svg(
             tx, ty = _curve_series(pts, "train_loss")
             vx, vy = _curve_series(pts, "val_loss")
             if ty.size:
-                ax_t.plot(tx, ty, color=c, lw=1.1, alpha=0.9, label=label)
+                ax_t.plot(tx, ty, color=c, lw=1.1, alpha=0.9, label=label, **_few(ty.size))
                 firsts.append(ty[0])
                 finals.append(ty[-1])
             if vy.size:
@@ -527,7 +491,6 @@ def loss_curves_svg(
             ax.set_xscale("log")
             ax.set_xlabel(f"{unit}s seen")
             ax.grid(True, which="major")
-            _nice_log_axes(ax, y=False)
         ax_t.set_ylabel(f"loss ({loss_unit})")
         ax_v.legend(loc="upper right", frameon=False)
         fig.tight_layout(pad=0.6)
@@ -612,7 +575,6 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params",
             ax.set_ylabel(ylabel)
             ax.grid(True, which="major")
             ax.grid(True, which="minor", alpha=0.35)
-            _nice_log_axes(ax)
             if len(lines) > 1:
                 ax.legend(frameon=False, loc="upper left")
         for ax in axes[3:]:
@@ -673,7 +635,6 @@ def gap_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_nonembed",
         for ax in (ax_l, ax_g):
             ax.set_xlabel(_axis_name(x_key))
             ax.grid(True, which="major")
-            _nice_log_axes(ax)
         fig.tight_layout(pad=0.6)
         return to_inline_svg(fig)
 
@@ -723,19 +684,6 @@ def profile_svg(profile: Mapping[str, Any] | None, *, x_label: str = "N") -> str
         ax.set_ylabel("error of prediction, % (predicted − measured)")
         ax.grid(True, which="major")
         ax.grid(True, which="minor", alpha=0.35)
-        ax.xaxis.set_major_formatter(ticker.FuncFormatter(_ratio_tick))
-        ax.xaxis.set_minor_formatter(ticker.FuncFormatter(
-            lambda v, _p: _ratio_tick(v) if _mantissa(v) in (2, 3, 5) else ""))
+        style_axes(ax, y=False, unit="×")
         ax.legend(loc="best", frameon=False, fontsize=7.5)
         return to_inline_svg(fig)
-
-
-def _mantissa(v: float) -> int | None:
-    if not math.isfinite(v) or v <= 0:
-        return None
-    m = v / 10 ** math.floor(math.log10(v) + 1e-9)
-    return round(m) if abs(m - round(m)) < 1e-6 else None
-
-
-def _ratio_tick(v: float, _pos: Any = None) -> str:
-    return f"{v:.3g}×" if math.isfinite(v) and v > 0 else ""

@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 
 from scalelab.report.html import esc as _e
-from scalelab.report.html import fmt_spec as _fmt
 from scalelab.report.plots import rung_colors, section_rc, to_inline_svg
+from scalelab.values import fmt_spec as _fmt
 
 _RC = section_rc("tune")
 DEFAULT_COLOR = "#666666"
@@ -114,12 +114,18 @@ def _law_row(label: str, ladder: Mapping[str, Any]) -> str:
         return (f"<tr><td>{_e(label)}</td><td colspan='4'>exact fit, as many sizes as "
                 "parameters: not a result</td></tr>")
     p, iv = fit["params"], fit["intervals"]
+    bound = set(fit.get("on_bound") or [])  # tuning records before the flag was kept: none
+
+    def flag(name: str) -> str:
+        return " (on a bound)" if name in bound else ""
+
     alpha_iv = iv.get("alpha")
     alpha = _fmt(p.get("alpha"), ".3f") + (
-        f" [{alpha_iv[0]:.3f}, {alpha_iv[1]:.3f}]" if alpha_iv else "")
+        f" [{alpha_iv[0]:.3f}, {alpha_iv[1]:.3f}]" if alpha_iv else "") + flag("alpha")
     ho = fit.get("holdout_rel_error")
-    return (f"<tr><td>{_e(label)}</td><td>{_e(alpha)}</td><td>{_fmt(p.get('E'), '.4g')}</td>"
-            f"<td>{_fmt(p.get('A'), '.4g')}</td>"
+    return (f"<tr><td>{_e(label)}</td><td>{_e(alpha)}</td>"
+            f"<td>{_e(_fmt(p.get('E'), '.4g') + flag('E'))}</td>"
+            f"<td>{_e(_fmt(p.get('A'), '.4g') + flag('A'))}</td>"
             f"<td>{'-' if ho is None else f'{100 * ho:+.2f}%'}</td></tr>")
 
 

@@ -8,7 +8,8 @@ trusted HTML (every study-derived string escaped here) with
 - iso-loss contours of L(N, D) (Approach 3) with the rungs, the budget lines, the
   compute-optimal frontier and its band;
 - N* and D* against C from both approaches;
-- the two approaches side by side, the holdout, and a table of predictions for larger budgets;
+- the two approaches side by side, the holdout, every candidate law's inner and outer holdout
+  (which one answers and why), and a table of predictions for larger budgets;
 - the train/validation gap per (N, D) as a map, rungs that repeat their data (epochs > 1) ringed.
 """
 
@@ -22,10 +23,11 @@ import numpy as np
 from scalelab.laws.fit import Law
 from scalelab.laws.isoflop import FlopsPerUnit
 from scalelab.laws.two_axis import epochs_of
+from scalelab.report.html import candidates_html, candidates_view
 from scalelab.report.html import esc as _e
-from scalelab.report.html import fmt_spec as _fmt
-from scalelab.report.plots import fmt_count, section_rc, to_inline_svg
-from scalelab.values import finite
+from scalelab.report.plots import section_rc, to_inline_svg
+from scalelab.values import finite, fmt_count
+from scalelab.values import fmt_spec as _fmt
 
 PALETTE = ("#1f3b73", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e", "#a6761d",
            "#666666")
@@ -378,6 +380,15 @@ def _budgets_table(record: Mapping[str, Any]) -> str:
             + "".join(rows) + "</tbody></table>")
 
 
+def _candidates(record: Mapping[str, Any]) -> str:
+    """Every candidate law's inner and outer holdout, and which answers (`report.html`)."""
+    view = candidates_view(record, "budget" if record.get("ladder") == "isoflop" else "size",
+                           record.get("chosen"))
+    if view is None:
+        return ""
+    return "<h4>Which law answers</h4>\n" + candidates_html(view, "two-axis")
+
+
 # --------------------------------------------------------------------------- the part
 
 
@@ -429,7 +440,7 @@ def two_axis_view(record: Mapping[str, Any], rungs: Sequence[Mapping[str, Any]]
                      "its 95% band, Approach 2's parabola minima with intervals and its power "
                      "law in C (dashed); grey: the budgets trained; hollow: the predictions."),
              "<h4>Both approaches</h4>", _comparison_table(record), _agreement(record),
-             _holdout_text(record),
+             _holdout_text(record), _candidates(record),
              "<h4>Larger budgets</h4>", _predictions_table(record),
              "<h4>Over-fitting and data</h4>",
              _figure("two-axis-gap", _safe(lambda: _gap_svg(pts), "gap map"),

@@ -25,6 +25,7 @@ from scalelab.train.checkpoint import (
     save_branch_start,
     save_checkpoint,
 )
+from scalelab.train.diverge import add_loss, divergence, interval_mean, new_window
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -177,8 +178,9 @@ def train_rung(
     tokens_per_step = plan.units_per_step
 
     saves = {s: [Path(f) for f in fs] for s, fs in (branch_saves or {}).items()}
-    step, elapsed, curve, best_train = 0, 0.0, [], math.inf
-    window = [0.0, 0]  # sum and count of training losses since the last curve point
+    step, elapsed, curve = 0, 0.0, []
+    window = new_window()  # sum, count, sum of squares of training losses since the last point
+    noise: list[float] = []  # the standard error of each curve point's mean training loss
     last = latest_checkpoint(ckpt_dir)
     if last is not None:
         state = load_checkpoint(last, model)
@@ -187,8 +189,8 @@ def train_rung(
         torch.set_rng_state(state["torch_rng"])
         step, elapsed = state["step"], state["elapsed"]
         curve = [CurvePoint(**p) for p in state["curve"]]
-        best_train = state.get("best_train", state.get("best_val"))
-        window = state["window"]
+        window = list(state["window"])
+        noise = state.get("noise", [])  # absent from checkpoints written before it was kept
 
     def outcome(status: str, reason: str | None = None) -> TrainOutcome:
         return TrainOutcome(status, model, step, step * tokens_per_step, elapsed, curve,
@@ -224,8 +226,7 @@ def train_rung(
                 elapsed += time.perf_counter() - t0
                 step = at
                 return outcome("diverged", f"non-finite training loss ({train_loss}) at step {at}")
-            window[0] += train_loss
-            window[1] += 1
+            add_loss(window, train_loss)
             if on_progress is not None:
                 on_progress(at, train_loss)
         pending.clear()
@@ -235,22 +236,21 @@ def train_rung(
 
         if at_eval:
             val = task.evaluate(model, device, t.eval_tokens)["loss"]
-            mean_train = window[0] / window[1]
+            mean_train, stderr = interval_mean(window)
+            earlier = [p.train_loss for p in curve]
             curve.append(CurvePoint(step, step * tokens_per_step, mean_train, val, lr))
-            window = [0.0, 0]
-            # Divergence is judged on the mean TRAINING loss of the interval: a validation loss
-            # that rises is over-fitting (small data sets do it within a few epochs), which is a
-            # result to record, not a failed run.
-            if not math.isfinite(val) or mean_train > t.diverge_factor * best_train:
-                return outcome("diverged", f"training loss {mean_train:.4g} exceeds "
-                               f"{t.diverge_factor:g}x the best so far ({best_train:.4g})")
-            best_train = min(best_train, mean_train)
+            window = new_window()
+            # Judged on the interval's mean TRAINING loss (diverge.py says why and how).
+            reason = divergence(earlier, noise, mean_train, val, t.diverge_rise)
+            if reason is not None:
+                return outcome("diverged", reason)
+            noise.append(stderr)
         if at_ckpt:
             state = {
                 "optimizer": opt.state_dict(), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
-                "curve": [p.__dict__ for p in curve], "best_train": best_train,
-                "window": window,
+                "curve": [p.__dict__ for p in curve], "window": window,
+                "noise": noise,
             }
             if step % t.checkpoint_every == 0:
                 save_checkpoint(ckpt_dir, step, model, state)

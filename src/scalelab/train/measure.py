@@ -9,9 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import resource
-import statistics
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from scalelab import latency
 from scalelab.errors import UserError
 from scalelab.tasks.base import Task
 
@@ -112,27 +112,40 @@ def train_step_flops(model: nn.Module, x: torch.Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def _timed_calls(call: Callable[[], Any], device: torch.device, repeats: int,
+                 clock: Callable[[], float]) -> list[float]:
+    """`repeats` timed calls of `call` in ms, each synchronised with the device."""
+    times = []
+    for _ in range(repeats):
+        t0 = clock()
+        call()
+        _sync(device)
+        times.append((clock() - t0) * 1e3)
+    return times
+
+
 @torch.no_grad()
 def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 30,
-               warmup: int = 5) -> dict:
+               warmup: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Forward latency of the batch x: median and IQR in ms of `repeats` timed calls after
-    warm-up."""
+    warm-up. A series whose IQR is large against its median (`latency.UNSTABLE_IQR`, the reason
+    is there) is measured once more; the steadier series is kept, and flagged `unstable` when it
+    is still over the line (`remeasured` says a second series was taken). `clock`: seconds, a
+    monotonic clock (tests pass a fake one)."""
     was_training = model.training
     model.eval()
     x = x.to(device)
     for _ in range(warmup):
         model(x)
     _sync(device)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model(x)
-        _sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
+    series = [latency.spread(_timed_calls(lambda: model(x), device, repeats, clock))]
+    if latency.relative_iqr(series[0]) > latency.UNSTABLE_IQR:
+        series.append(latency.spread(_timed_calls(lambda: model(x), device, repeats, clock)))
     model.train(was_training)
-    q1, _, q3 = statistics.quantiles(times, n=4)
-    return {"median": statistics.median(times), "iqr": q3 - q1, "repeats": repeats,
-            "threads": torch.get_num_threads()}
+    kept = min(series, key=latency.relative_iqr)
+    return {**kept, "repeats": repeats, "threads": torch.get_num_threads(),
+            "remeasured": len(series) > 1,
+            "unstable": latency.relative_iqr(kept) > latency.UNSTABLE_IQR}
 
 
 def latencies(model: nn.Module, task: Task, device: torch.device, batches: list[int],
@@ -141,22 +154,11 @@ def latencies(model: nn.Module, task: Task, device: torch.device, batches: list[
     return {str(b): latency_ms(model, task.example_input(b), device, repeats) for b in batches}
 
 
-# Latency dicts, one way: a measured latency is `{batch: {"median", "iqr", ...}}` (what
-# `latencies` returns); everywhere a single number per batch is needed (speedups, stored
-# reference latencies, messages, summary.json) it is the median, flattened by `medians`.
-def medians(latency: Mapping[str, Any] | None) -> dict[str, float]:
-    """`{batch: median ms}` of a measured latency dict (values that are already numbers, as in
-    summary.json, pass through)."""
-    out: dict[str, float] = {}
-    for batch, value in (latency or {}).items():
-        out[str(batch)] = float(value["median"] if isinstance(value, Mapping) else value)
-    return out
-
-
-def speedups(base: Mapping[str, Any] | None, new: Mapping[str, Any] | None) -> dict[str, float]:
-    """base / new per batch size both measured (either form of `medians`' input)."""
-    b, n = medians(base), medians(new)
-    return {k: b[k] / v for k, v in n.items() if k in b and v > 0}
+# Latency dicts, one way: the arithmetic on them (medians, speedups, the unstable flag, the
+# flat form of summary.json) lives in `scalelab.latency`, which the report reads without torch;
+# `medians` and `speedups` are its functions, named here for the callers that measure.
+medians = latency.medians
+speedups = latency.speedups
 
 
 def measure_model(model: nn.Module, task: Task, device: torch.device, eval_units: int,

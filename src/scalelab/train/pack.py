@@ -64,6 +64,7 @@ from scalelab.models.gpt import GPT, GPTConfig
 from scalelab.records import RungPlan
 from scalelab.spec import TrainSpec
 from scalelab.tasks.base import EVAL_BATCH, Task, autocast
+from scalelab.train.diverge import add_loss, divergence, interval_mean, new_window
 from scalelab.train.loop import (
     LOSS_READ_EVERY,
     CurvePoint,
@@ -338,8 +339,8 @@ class _Run:
 
     plan: RungPlan
     curve: list[CurvePoint] = field(default_factory=list)
-    window: list[float] = field(default_factory=lambda: [0.0, 0])
-    best_train: float = math.inf
+    window: list[float] = field(default_factory=new_window)
+    noise: list[float] = field(default_factory=list)  # standard errors of the curve's means
     outcome: TrainOutcome | None = None
 
     @property
@@ -356,21 +357,19 @@ class _Run:
         """Record one step's loss; the reason to stop if it is not finite."""
         if not math.isfinite(loss):
             return f"non-finite training loss ({loss})"
-        self.window[0] += loss
-        self.window[1] += 1
+        add_loss(self.window, loss)
         return None
 
-    def evaluated(self, step: int, val: float, lr: float, factor: float) -> str | None:
+    def evaluated(self, step: int, val: float, lr: float, rise: float) -> str | None:
         """Close the interval with its validation loss; the reason to stop if it diverged."""
-        mean_train = self.window[0] / self.window[1]
+        mean_train, stderr = interval_mean(self.window)
+        earlier = [p.train_loss for p in self.curve]
         self.curve.append(CurvePoint(step, step * self.plan.units_per_step, mean_train, val, lr))
-        self.window = [0.0, 0]
-        # As train_rung: judged on the interval's mean training loss (see loop.py).
-        if not math.isfinite(val) or mean_train > factor * self.best_train:
-            return (f"training loss {mean_train:.4g} exceeds {factor:g}x the best so far "
-                    f"({self.best_train:.4g})")
-        self.best_train = min(self.best_train, mean_train)
-        return None
+        self.window = new_window()
+        # The guard train_rung applies (diverge.py).
+        reason = divergence(earlier, self.noise, mean_train, val, rise)
+        self.noise.append(stderr)
+        return reason
 
 
 def _batches(task: Task, batch_size: int, gens: Sequence[torch.Generator],
@@ -503,7 +502,7 @@ def _evaluate(runs: list[_Run], pack: PackedGPT, task: Task, t: TrainSpec,
     for i, run in enumerate(runs):
         if not run.active:
             continue
-        if (reason := run.evaluated(step, vals[i], lrs[i], t.diverge_factor)) is not None:
+        if (reason := run.evaluated(step, vals[i], lrs[i], t.diverge_rise)) is not None:
             run.finish(pack, i, step, seconds / len(runs), "diverged", reason)
         elif step == run.plan.steps:
             run.finish(pack, i, step, seconds / len(runs), "done")

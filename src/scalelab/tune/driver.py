@@ -68,6 +68,7 @@ def tune_study(
         default = run_study(spec, out, device_name, on_plan=on_plan, execute=execute,
                             executor=ex, observers=observers)
         res = resolve(spec, out=out)
+        spec = res.spec  # the budget and lr chosen for the task, as the study stored them
         plans = plan_ladder(spec, res.task, res.family)
         device = str(measure.resolve_device(device_name or spec.device))
         work = Workload(res.task, res.family, spec, device, default["study"]["gemm_peak_flops"])
@@ -147,5 +148,6 @@ def _ladder_view(summary: dict, folder: str) -> dict:
     if fit is not None:
         view["fit"] = {"params": fit["params"], "intervals": fit["intervals"],
                        "flags": fit.get("flags") or [],
+                       "on_bound": fit.get("on_bound") or [],
                        "holdout_rel_error": (fit.get("holdout") or {}).get("rel_error")}
     return view

@@ -1,0 +1,37 @@
+"""benchmarks/latency_stability.py runs end to end on the package's compressed study and writes
+its JSON: both ways, every round, the spread across rounds (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_latency_stability_benchmark_writes_both_ways(study, tmp_path):
+    out = tmp_path / "stability.json"
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/latency_stability.py", "--study", str(study),
+         "--methods", "int8,fp16", "--rounds", "2", "--probe", "1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert [len(result["runs"][w]) for w in ("now", "old")] == [2, 2]
+    for way in ("now", "old"):
+        rows = result["stability"][way]["rows"]
+        assert set(rows) == {f"{n} b{b}" for n in ("r1-int8", "r1-fp16") for b in ("1", "32")}
+        for row in rows.values():
+            assert len(row["speedup"]) == 2 and row["speedup_spread"] >= 1.0
+    # The old way takes one series per latency and never flags one.
+    assert all(r["flagged_rounds"] == 0 for r in result["stability"]["old"]["rows"].values())
+    conditions = result["cause"]["conditions"]
+    assert set(conditions) == {"spin on (ORT default)", "spin off (scalelab)", "no ORT before"}
+    assert conditions["no ORT before"]["cpu_ms_burnt_in_20ms_after_run"] is None
+    assert "worst speedup max/min across rounds" in proc.stdout
+    assert result["load"][0]["loadavg_1m"] >= 0
