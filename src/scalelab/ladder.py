@@ -71,7 +71,7 @@ def data_seed(spec: StudySpec, repeat: int) -> int | None:
     """The batch stream's seed with `train.shared_data_order`: every size of repeat r reads the
     stream of seed + r (common random numbers: the sizes differ by their models, not by which
     windows of the corpus they happened to see; on the default study this cut the spread between
-    seeds, see README). None: each rung reads the stream of its own seed."""
+    seeds, see docs/results.md). None: each rung reads the stream of its own seed."""
     return spec.train.seed + repeat if spec.train.shared_data_order else None
 
 

@@ -206,7 +206,8 @@ class TrainSpec(_Strict):
         "auto", description="matmul precision: auto = bf16 autocast on CUDA, fp32 on CPU")
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the model: auto = on CUDA only (on CPU the compile "
-                            "time was never won back; README, 'Precision and compilation')")
+                            "time was never won back; docs/results.md, 'Precision and "
+                            "compilation')")
     schedule: Literal["cosine", "wsd"] | None = Field(
         None, description="cosine: warm-up then cosine decay, one run per rung; wsd: warm-up, "
                           "stable, decay over the last decay_frac of each D, smaller D of a "

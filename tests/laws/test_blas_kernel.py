@@ -38,6 +38,8 @@ def _run(args: list[str], coretype: str) -> subprocess.CompletedProcess:
 
 def _own_architecture() -> str | None:
     """The kernel this process's numpy runs (the one the rest of the suite was checked with)."""
+    import numpy  # noqa: F401  (loads numpy's OpenBLAS, which threadpoolctl lists only once loaded)
+
     threadpoolctl = pytest.importorskip("threadpoolctl")
     return next((i.get("architecture") for i in threadpoolctl.threadpool_info()
                  if i["internal_api"] == "openblas"), None)

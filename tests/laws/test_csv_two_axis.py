@@ -163,3 +163,28 @@ def test_optimal_answers_from_a_csv(tmp_path, capsys):
     assert all(a["answer"].startswith(f"for {a['compute']:.3g} FLOPs") for a in answers)
     assert "10x the largest budget trained" in out
     assert np.all(np.diff([a["N"] for a in answers]) > 0)
+
+
+def test_a_two_axis_fit_json_answers_optimal_as_its_runs_do_and_predict_says_why_not(
+        tmp_path, capsys):
+    rows = isoflop_rows(seed=0)
+    path = _csv(tmp_path / "runs.csv", [[r["n_nonembed"], r["D"], r["flops"], r["val_loss"],
+                                        r["budget"]] for r in rows], "N,D,flops,loss,budget")
+    common = ["--flops-col", "flops", "--budget-col", "budget", "--bootstrap", BOOT]
+    code, _, err = run_main(["fit", path, *common, "--out", tmp_path / "fit.json"], capsys)
+    assert code == 0, err
+    # the fit.json answers a budget exactly as `optimal` on the CSV of its runs does
+    code, _, err = run_main(["optimal", tmp_path / "fit.json", "--compute", "3e13,3e14",
+                             "--out", tmp_path / "from_fit.json"], capsys)
+    assert code == 0, err
+    code, _, err = run_main(["optimal", path, *common, "--compute", "3e13,3e14",
+                             "--out", tmp_path / "from_csv.json"], capsys)
+    assert code == 0, err
+    from_fit = json.loads((tmp_path / "from_fit.json").read_text())
+    from_csv = json.loads((tmp_path / "from_csv.json").read_text())
+    assert [a["answer"] for a in from_fit] == [a["answer"] for a in from_csv]
+    # predict needs one form: one line that says how to ask this record instead
+    code, out, err = run_main(["predict", tmp_path / "fit.json", "--N", "1e5", "--D", "1e7"],
+                              capsys)
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "is a two-axis fit" in err and "scalelab optimal" in err

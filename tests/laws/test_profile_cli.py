@@ -106,8 +106,11 @@ def test_chinchilla_profile_over_model_size(tmp_path, capsys):
         [-5.327, -3.067, -3.166, -2.678, -2.300, -2.015, -1.405], abs=0.02)
     # every split within 2% up to 1.67x; the fit on models up to 6.8B misses the 11.5B one
     assert prof["horizon"] == pytest.approx(1.66616, abs=1e-4)
-    assert prof["failed"] == {"ratio": pytest.approx(1.68518, abs=1e-4),
-                              "rel_error": pytest.approx(-0.021447, abs=1e-5),
-                              "max_fit_x": pytest.approx(6.7956e9, rel=1e-4)}
-    assert ("trust horizon: within 2% up to 1.67× beyond the fitted range; -2.1% at 1.69×"
-            in out)
+    failed = prof["failed"]
+    assert {k: failed[k] for k in ("ratio", "rel_error", "max_fit_x")} == {
+        "ratio": pytest.approx(1.68518, abs=1e-4), "rel_error": pytest.approx(-0.021447, abs=1e-5),
+        "max_fit_x": pytest.approx(6.7956e9, rel=1e-4)}
+    # a failure beyond its noise: the check could resolve 2% (its band is narrower than 4%)
+    assert failed["band"][1] - failed["band"][0] < 0.04
+    assert ("trust horizon: within 2% up to 1.67× beyond the fitted range; -2.1% at 1.69×, "
+            "beyond its noise" in " ".join(out.split()))

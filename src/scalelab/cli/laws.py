@@ -157,10 +157,18 @@ def _load_record(path: Path) -> dict:
     return record
 
 
+TWO_AXIS = "two_axis"  # the law name of a two-axis record (several laws side by side)
+
+
 def _load_fit(path: Path):
     from scalelab.laws import Law
 
-    return Law.from_summary(_load_record(path))
+    record = _load_record(path)
+    if record.get("law") == TWO_AXIS:
+        raise UserError(f"{path} is a two-axis fit (Approaches 2 and 3 and the candidate laws "
+                        f"side by side): ask it with `scalelab optimal {path} --compute C`, or "
+                        "fit one form with --law to predict from it")
+    return Law.from_summary(record)
 
 
 def beyond_warnings(record: dict, X) -> list[str | None]:
@@ -297,6 +305,16 @@ def profile_table(profile: dict) -> Table:
                       _pct(r["mean_error"], "+.2f"),
                       within_text(r))
     return table
+
+
+def print_profile(prof: dict | None) -> None:
+    """The extrapolation profile's table and its trust-horizon lines, where the record has one."""
+    if not prof:
+        return
+    if prof.get("splits"):
+        console.print(profile_table(prof))
+    for line in profile_lines(prof):
+        console.print(line)
 
 
 def profile_lines(profile: dict) -> list[str]:
@@ -587,12 +605,7 @@ def _print_study_fit(record: dict) -> None:
         console.print(line)
     if record.get("candidates"):
         console.print(candidates_table(record["selection"], record["candidates"]))
-    prof = record.get("profile")
-    if prof:
-        if prof.get("splits"):
-            console.print(profile_table(prof))
-        for line in profile_lines(prof):
-            console.print(line)
+    print_profile(record.get("profile"))
     for p in record.get("predictions") or []:
         band = f" [{p['lo']:.4g}, {p['hi']:.4g}]" if p.get("lo") is not None else ""
         console.print(f"at {p['factor']:g}x the largest rung ({p['x']:.3g}): "
@@ -805,12 +818,7 @@ def _report_two_axis(record: dict, rows: list[dict], opts: FitOptions, source: s
         console.print(line)
     for skipped in ([record["holdout_skipped"]] if record.get("holdout_skipped") else []):
         console.print(f"holdout skipped: {skipped}")
-    prof = record.get("profile")
-    if prof:
-        if prof.get("splits"):
-            console.print(profile_table(prof))
-        for line in profile_lines(prof):
-            console.print(line)
+    print_profile(record.get("profile"))
     if opts.out:
         _write_json(opts.out, record)
         console.print(f"wrote {opts.out}")
@@ -900,10 +908,8 @@ def predict(
 ) -> None:
     import numpy as np
 
-    from scalelab.laws import Law
-
     record = _load_record(fit_json)
-    model = Law.from_summary(record)
+    model = _load_fit(fit_json)
     roles = model.form_.roles
     given = {"N": _floats(n, "--N"), "D": _floats(d, "--D"), "x": _floats(xv, "--x")}
     if roles == ("x",):
@@ -982,6 +988,9 @@ def optimal(
                                              x=x, y=y, flops=flops_col, budget_col=budget_col,
                                              where=picked)
         title = "compute-optimal allocation, C = measured FLOPs per unit × D"
+    elif _load_record(fit_json).get("law") == TWO_AXIS:
+        rows, record = _optimal_from_two_axis_fit(fit_json, budgets, k)
+        title = "compute-optimal allocation, C = measured FLOPs per unit × D"
     else:
         rows, record, k = _optimal_from_fit(fit_json, budgets, k)
         title = f"compute-optimal allocation, C = {k:g}·N·D"
@@ -1050,6 +1059,18 @@ def _budgets(compute: str | None, frontier_range: str | None, points: int) -> li
     if not budgets:
         raise UserError("give --compute C (or --frontier LO:HI)")
     return budgets
+
+
+def _optimal_from_two_axis_fit(path: Path, budgets: list[float], k: float | None):
+    """(rows, record): a two-axis fit.json (a CSV's or a study's runs over N and D) answered
+    at the budgets by the law it chose, as `optimal` on those runs would."""
+    from scalelab.laws.two_axis import answer_for
+
+    if k is not None:
+        raise UserError("--k applies to a one-form fit.json; a two-axis fit uses the FLOPs its "
+                        "runs measured (else 6·N·D)")
+    record = _load_record(path)
+    return answer_for(record, budgets), record
 
 
 def _optimal_from_fit(path: Path, budgets: list[float], k: float | None):

@@ -134,6 +134,19 @@ def print_rung_tables(summary: dict, wide: bool = False) -> None:
         console.width = width
 
 
+def status_lines(summary: dict) -> list[str]:
+    """One line per rung that ended without a result: why it failed or where it diverged (the
+    table only has room for the status)."""
+    lines = []
+    for r in summary["rungs"]:
+        if r.get("status") == "failed":
+            lines.append(f"rung {r['rung']}: failed: {r.get('failed_reason') or 'no reason kept'}")
+        elif r.get("status") == "diverged":
+            lines.append(f"rung {r['rung']}: diverged at step {r.get('diverged_step')}: "
+                         f"{r.get('diverged_reason') or 'no reason kept'}")
+    return lines
+
+
 def fit_lines(summary: dict) -> list[str]:
     """One line per fitted law (loss, and the error rate of a classifier), one for its
     holdout (the largest rung predicted by the law fitted to the others) and one for its trust
@@ -440,5 +453,5 @@ def show(
         typer.echo(json.dumps(summary, indent=2))
         return
     print_rung_tables(summary, wide)
-    for line in fit_lines(summary):
+    for line in status_lines(summary) + fit_lines(summary):
         console.print(line, highlight=False)

@@ -33,7 +33,7 @@ Decisions (the defaults, with the reasons):
   in "LoRA without regret", with alpha fixed). IA3, with a few thousand scaling vectors
   starting at 1, wants more still: 1x 2.371/2.240, 3x 2.364/2.228, 10x 2.361/2.214, 30x
   2.361/2.208; it defaults to 10x, within 0.006 nats of the best measured and a third of its
-  step size. The README gives the sweep; `lr=` overrides any default.
+  step size. docs/results.md gives the sweep; `lr=` overrides any default.
 - alpha = 16 for every rank (not alpha = 2r): the LoRA update is scaled by alpha / r, so with a
   fixed alpha the size of the early updates, and so the best learning rate, does not change with
   the rank (Hu et al. 2021 fix alpha likewise). Ranks can then be compared at one learning rate.

@@ -91,7 +91,7 @@ def uses_bf16(device: torch.device, precision: str = "auto") -> bool:
     """Whether matmuls run in bf16 autocast: `precision` "bf16" or "fp32", or "auto" = bf16 on
     CUDA and fp32 on CPU (measured on a 2-core AMD EPYC with AVX-512 BF16 but no AMX, torch
     2.13: bf16 autocast was 8% slower at 1M parameters and 2x slower at 13k, because the
-    casts cost more than the small GEMMs save; see README, "Precision and compilation")."""
+    casts cost more than the small GEMMs save; see docs/results.md, "Precision and compilation")."""
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 

@@ -116,7 +116,7 @@ def clip_gradients(params: list[torch.nn.Parameter], max_norm: float,
 
 def compiles(t: TrainSpec, device: torch.device) -> bool:
     """`train.compile`, with "auto" = on CUDA only: on 2 CPU cores the inductor compile took
-    9-18 s per shape and gained 2-7% per step, never won back within a rung (README)."""
+    9-18 s per shape and gained 2-7% per step, never won back within a rung (docs/results.md)."""
     return device.type == "cuda" if t.compile == "auto" else bool(t.compile)
 
 
