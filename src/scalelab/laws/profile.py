@@ -292,8 +292,9 @@ def horizon_text(profile: dict[str, Any] | None) -> str:
         return (f"too noisy to tell within {tol} even at {fmt_ratio(noisy[0]['ratio'])} beyond "
                 f"the fitted range: {_noisy_text(noisy[0])}")
     if h is None:
+        noise = ", beyond its noise" if failed.get("band") is not None else ""
         return (f"not within {tol} even at {fmt_ratio(failed['ratio'])} beyond the fitted range "
-                f"({100 * failed['rel_error']:+.1f}%)")
+                f"({100 * failed['rel_error']:+.1f}%{noise})")
     fmt = fmt_ratio
     if failed is not None and fmt(h) == fmt(failed["ratio"]):  # 1.68× and 1.72×: say so
         def fmt(r: float) -> str:
