@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 
 from scalelab.errors import UserError
+from scalelab.ladder import LM_LR
 from scalelab.models import get_family
 from scalelab.models.base import Family
 from scalelab.records import RungPlan
@@ -114,7 +115,8 @@ def run(args: argparse.Namespace) -> dict:
     if min(k, steps, rounds, args.batch) < 1:
         raise UserError("--k, --steps, --rounds and --batch must be at least 1")
     family, task = get_family("gpt", block_size=BLOCK), get_task("pycode", context=BLOCK)
-    t = TrainSpec(eval_every=10 * steps, checkpoint_every=10 * steps, eval_tokens=4096)
+    # lr: the library's language-model rate (a bare TrainSpec leaves it to the study to choose)
+    t = TrainSpec(lr=LM_LR, eval_every=10 * steps, checkpoint_every=10 * steps, eval_tokens=4096)
     plans = make_plans(family, task, k, nonembed, steps, args.batch, t)
     warm = make_plans(family, task, k, nonembed, 3, args.batch, t)
     sequential(warm, task, family, t, device)  # allocator, kernels, first touch of the corpus

@@ -138,11 +138,12 @@ def _newest_step(folder: Path) -> int:
 
 @pytest.mark.slow
 def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tmp_path):
-    # 100 steps a rung, a resume point every 20: interrupted at rung 1's first resume point,
-    # it is far from finishing.
+    # 500 steps a rung, a resume point every 20: interrupted at rung 1's first resume point,
+    # it is far from finishing (with 100 steps an idle machine finished the rung before the
+    # signal arrived).
     spec = write_spec(tmp_path / "s.yaml", tiny_spec(
         name="ctrl-c", ladder={"sizes": [3.0e3, 1.2e4]},
-        train={"tokens": 25_600, "checkpoint_every": 20, "eval_every": 20}))
+        train={"tokens": 128_000, "checkpoint_every": 20, "eval_every": 20}))
     out = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-m", "scalelab", "run", str(spec), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
