@@ -3,22 +3,27 @@ current way and the old way, in one process and under the same load.
 
 It trains a tiny study (a 2-rung MLP ladder on scikit-learn's digits, about 30 s on 2 cores) in
 a temporary folder, or reuses `--study FOLDER`, then runs the compression driver
-(`scalelab.compress.compress_study`, what `scalelab compress` calls) on copies of it, `--rounds`
-times each way, alternating the two ways round by round:
+(`scalelab.compress.compress_study`, what `scalelab compress` calls) with the default methods
+that apply (`--methods` for others) on copies of it, `--rounds` times each way, alternating the two
+ways round by round:
 
-- now: ONNX Runtime sessions without spin-waiting (`export.ort_session`), and a series whose IQR
-  is over `latency.UNSTABLE_IQR` of its median measured again and flagged when still unstable;
-- old: ONNX Runtime's default (its threads spin after every run) and one series per latency,
-  never flagged (as at b309b61).
+- now: CPU latency timed on `train.measure.LATENCY_THREADS` threads (set around each timing and
+  restored), ONNX Runtime sessions without spin-waiting (`export.ort_session`), and a series
+  whose IQR is over `latency.UNSTABLE_IQR` of its median measured again and flagged when still
+  unstable;
+- old: timing on the process's threads (all cores), ONNX Runtime's default (its threads spin
+  after every run) and one series per latency, never flagged (as at b309b61). `--no-old` skips it.
 
 It prints each variant's median latency and speedup over the base rung per round, their spread
 across rounds (max / min), and writes them as JSON. The cause is measured first (`--probe`
-rounds): the CPU a session burns in the 20 ms after a run, and how often a PyTorch series of
-the base rung timed right after an ONNX Runtime series is far slower than the best (median over
-twice the best series median), with spinning on, off, and with no ONNX Runtime series before it;
-conditions alternate round by round so the machine's load hits them alike.
+rounds): the CPU a session burns in the 20 ms after a run, and the medians of PyTorch series of
+the base rung timed right after an ONNX Runtime series (with spinning on, off) or with none before
+it, on the process's threads and on `LATENCY_THREADS`: how often one is far slower than the best
+(median over twice the best series median) and their spread (max / min); conditions alternate
+round by round so the machine's load hits them alike.
 
-    .venv/bin/python benchmarks/latency_stability.py --json /tmp/latency_stability.json
+    .venv/bin/python benchmarks/latency_stability.py \
+        --json benchmarks/results/latency_stability_idle_default.json
 
 The target (issue 21): speedups within 10% of each other (max / min <= 1.10) across 3 rounds on
 an idle machine. On a loaded machine the figures are indicative: the load is printed with them.
@@ -53,7 +58,6 @@ measure: {latency_repeats: 30}
 fit: {bootstrap: 10}
 device: cpu
 """
-METHODS = "int8,prune:0.5,fp16"
 WAYS = ("now", "old")
 
 
@@ -80,25 +84,30 @@ def train_study(root: Path) -> Path:
 
 @contextmanager
 def old_way() -> Iterator[None]:
-    """ONNX Runtime's default spinning and no re-measurement (the b309b61 measurement)."""
+    """Timing on the process's threads, ONNX Runtime's default spinning and no re-measurement
+    (the b309b61 measurement)."""
     from scalelab import export, latency
+    from scalelab.train import measure
 
-    session, line = export.ort_session, latency.UNSTABLE_IQR
+    session, line, threads = export.ort_session, latency.UNSTABLE_IQR, measure.LATENCY_THREADS
     export.ort_session = lambda path: session(path, spin=True)
     latency.UNSTABLE_IQR = math.inf
+    measure.LATENCY_THREADS = torch.get_num_threads()
     try:
         yield
     finally:
         export.ort_session, latency.UNSTABLE_IQR = session, line
+        measure.LATENCY_THREADS = threads
 
 
-def compress_once(folder: Path, methods: str) -> dict[str, dict]:
-    """One compression of `methods` (remade, as `scalelab compress` does); per variant its
-    median latencies, flagged batches, the base medians it was compared with and speedups."""
+def compress_once(folder: Path, methods: str | None) -> dict[str, dict]:
+    """One compression of `methods` (None: the default methods that apply; remade, as `scalelab
+    compress` does); per variant its median latencies, flagged batches, the base medians it was
+    compared with and speedups."""
     from scalelab import latency
     from scalelab.compress import compress_study
     from scalelab.spec import parse_spec
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
     from scalelab.study import resolve
 
     with StudyStore.create_or_open(folder) as store:
@@ -136,14 +145,19 @@ def timed_series(call: Callable[[], Any], repeats: int = 30, warmup: int = 5) ->
     return statistics.median(times)
 
 
+NO_ORT_LATENCY_THREADS = "no ORT before, LATENCY_THREADS"
+
+
 def probe(folder: Path, rounds: int, tmp: Path) -> dict[str, Any]:
-    """The cause: CPU burnt after an ONNX Runtime run, and slow PyTorch series right after ONNX
-    Runtime series, with spinning on / off / no ONNX Runtime (conditions alternate)."""
+    """The causes: CPU burnt after an ONNX Runtime run, and slow or scattered PyTorch series
+    right after ONNX Runtime series, with spinning on / off / no ONNX Runtime, on the process's
+    threads, and with no ONNX Runtime on `LATENCY_THREADS` (conditions alternate)."""
     from scalelab.compress.load import load_rung_model
     from scalelab.export import EXPORT_BATCH, export_onnx, ort_session
     from scalelab.spec import parse_spec
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
     from scalelab.study import resolve
+    from scalelab.train.measure import timing_threads
 
     with StudyStore.open_readonly(folder) as store:
         spec = parse_spec(store.study()["spec"], "study.db spec")
@@ -154,12 +168,14 @@ def probe(folder: Path, rounds: int, tmp: Path) -> dict[str, Any]:
     path = tmp / "probe.onnx"
     export_onnx(model, path, res.task.example_input(EXPORT_BATCH))
     sessions = {"spin on (ORT default)": ort_session(path, spin=True),
-                "spin off (scalelab)": ort_session(path), "no ORT before": None}
+                "spin off (scalelab)": ort_session(path), "no ORT before": None,
+                NO_ORT_LATENCY_THREADS: None}
     name = sessions["spin off (scalelab)"].get_inputs()[0].name
     xs = {b: task.example_input(b) for b in (1, 32)}
     feeds = {b: {name: x.numpy()} for b, x in xs.items()}
     burnt: dict[str, list[float]] = {k: [] for k in sessions if sessions[k] is not None}
     torch_ms: dict[str, list[float]] = {k: [] for k in sessions}
+    threads = {k: torch.get_num_threads() for k in sessions}
     with torch.no_grad():
         for _ in range(rounds):
             for key, sess in sessions.items():
@@ -171,12 +187,18 @@ def probe(folder: Path, rounds: int, tmp: Path) -> dict[str, Any]:
                     time.sleep(0.02)
                     burnt[key].append((time.process_time() - c0) * 1e3)
                     sess.run(None, feeds[32])
-                torch_ms[key].append(timed_series(lambda: model(xs[32])))
+                if key == NO_ORT_LATENCY_THREADS:
+                    with timing_threads(cpu):
+                        threads[key] = torch.get_num_threads()
+                        torch_ms[key].append(timed_series(lambda: model(xs[32])))
+                else:
+                    torch_ms[key].append(timed_series(lambda: model(xs[32])))
     best = min(min(v) for v in torch_ms.values())
     rows = {}
     for key, meds in torch_ms.items():
-        rows[key] = {"torch_b32_series_medians_ms": meds,
+        rows[key] = {"threads": threads[key], "torch_b32_series_medians_ms": meds,
                      "slow_series": sum(m > 2 * best for m in meds), "rounds": rounds,
+                     "series_median_spread": spread(meds),
                      "cpu_ms_burnt_in_20ms_after_run": (statistics.median(burnt[key])
                                                         if key in burnt else None)}
     return {"best_series_median_ms": best, "conditions": rows}
@@ -185,13 +207,14 @@ def probe(folder: Path, rounds: int, tmp: Path) -> dict[str, Any]:
 def print_probe(p: dict[str, Any]) -> None:
     print(f"\ncause: PyTorch b32 series of the base rung right after ONNX Runtime series "
           f"(best series median {p['best_series_median_ms']:.3f} ms)")
-    print(f"{'condition':24s} {'CPU ms burnt in 20 ms after a run':>34s} "
-          f"{'series > 2x best':>17s} {'median of medians':>18s}")
+    print(f"{'condition':34s} {'threads':>7s} {'CPU ms burnt in 20 ms after a run':>34s} "
+          f"{'series > 2x best':>17s} {'median of medians':>18s} {'max/min':>8s}")
     for key, r in p["conditions"].items():
         burnt = r["cpu_ms_burnt_in_20ms_after_run"]
-        print(f"{key:24s} {'-' if burnt is None else f'{burnt:.2f}':>34s} "
+        print(f"{key:34s} {r['threads']:>7d} {'-' if burnt is None else f'{burnt:.2f}':>34s} "
               f"{r['slow_series']:>10d} / {r['rounds']:<4d} "
-              f"{statistics.median(r['torch_b32_series_medians_ms']):>18.3f}")
+              f"{statistics.median(r['torch_b32_series_medians_ms']):>18.3f} "
+              f"{_ratio(r['series_median_spread']):>8s}")
 
 
 def stability(runs: dict[str, list[dict]]) -> dict[str, Any]:
@@ -224,7 +247,7 @@ def print_stability(stab: dict[str, Any], rounds: int) -> None:
             sps, lats = (_ratio(r["speedup_spread"]), _ratio(r["latency_spread"]))
             print(f"{way:4s} {key:18s} {sp:>26s} {sps:>8s} {lat:>30s} {lats:>8s} "
                   f"{r['flagged_rounds']}/{rounds}")
-    now, old = (stab[w]["worst_speedup_spread"] for w in WAYS)
+    now, old = (stab.get(w, {}).get("worst_speedup_spread") for w in WAYS)
     print(f"\nworst speedup max/min across rounds: now {_ratio(now)}, old {_ratio(old)} "
           f"(target <= 1.10 on an idle machine)")
 
@@ -237,30 +260,34 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--study", type=Path, default=None,
                     help="a trained study folder to copy (default: train a tiny one)")
-    ap.add_argument("--methods", default=METHODS)
+    ap.add_argument("--methods", default=None,
+                    help="comma-separated methods [default: the default methods that apply]")
     ap.add_argument("--rounds", type=int, default=3, help="compressions per way")
     ap.add_argument("--probe", type=int, default=20, help="rounds of the cause measurement")
+    ap.add_argument("--no-old", action="store_true", help="skip the old way (half the time)")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads (and so ONNX Runtime's) [default: all cores; a study "
-                         "whose spec sets measure.threads uses its own]")
+                    help="the process's torch threads: evaluation, the old way's timing [default: "
+                         "all cores; a study whose spec sets measure.threads uses its own]")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    from scalelab.train.measure import LATENCY_THREADS
+    ways = WAYS[:1] if args.no_old else WAYS
 
     load: list[dict] = [dict(machine_load(), at="start")]
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         source = args.study or train_study(tmp)
-        copies = {way: tmp / way for way in WAYS}
+        copies = {way: tmp / way for way in ways}
         for folder in copies.values():
             shutil.copytree(source, folder)
         cause = probe(copies["now"], args.probe, tmp) if args.probe else None
         if cause:
             print_probe(cause)
-        runs: dict[str, list[dict]] = {way: [] for way in WAYS}
+        runs: dict[str, list[dict]] = {way: [] for way in ways}
         for i in range(args.rounds):
-            for way in WAYS:
+            for way in ways:
                 before = machine_load()
                 if way == "old":
                     with old_way():
@@ -276,10 +303,11 @@ def main() -> None:
     print_stability(stab, args.rounds)
     loads = ", ".join(f"{x['at']} loadavg {x['loadavg_1m']:.2f}, CPU pressure (some, 10 s) "
                       f"{x['cpu_pressure_some_avg10']}%" for x in load)
-    print(f"torch threads {torch.get_num_threads()} on {os.cpu_count()} cores; machine load: "
-          f"{loads}")
-    now, old = (stab[w]["worst_speedup_spread"] for w in WAYS)
-    result = {"methods": args.methods, "rounds": args.rounds, "threads": torch.get_num_threads(),
+    print(f"torch threads {torch.get_num_threads()} (latency timing now: {LATENCY_THREADS}) on "
+          f"{os.cpu_count()} cores; machine load: {loads}")
+    now, old = (stab.get(w, {}).get("worst_speedup_spread") for w in WAYS)
+    result = {"methods": args.methods or "default", "rounds": args.rounds,
+              "threads": torch.get_num_threads(), "latency_threads": LATENCY_THREADS,
               "cpu_count": os.cpu_count(), "load": load, "cause": cause, "runs": runs,
               "stability": stab, "ratio_old_over_now_worst_speedup_spread":
               (old / now if now and old else None)}

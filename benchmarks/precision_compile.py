@@ -66,7 +66,8 @@ def run_mode(rung: int, device_name: str, steps: int, mode: str) -> dict:
         rate = (last - first) * plan.units_per_step / (clock[last] - clock[first])
     else:  # too short a run for a steady state: the whole run's rate
         rate = out.tokens / out.train_seconds
-    val = res.task.evaluate(out.model, device, spec.train.final_eval_tokens)["loss"]
+    val = res.task.evaluate(out.model, device, spec.train.final_eval_tokens,
+                            precision=t.precision)["loss"]
     return {"rung": rung, "shape": plan.describe, "n_nonembed": plan.n_nonembed, "mode": mode,
             "tokens_per_s": rate, "train_seconds": out.train_seconds,
             "one_off_seconds": out.train_seconds - out.tokens / rate, "val_loss": val}

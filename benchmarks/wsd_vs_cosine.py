@@ -43,7 +43,7 @@ import torch
 
 from scalelab.errors import UserError
 from scalelab.spec import parse_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import run_study
 
 LOSS_TOLERANCE = 0.01  # at most 1% apart in validation loss

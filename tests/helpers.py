@@ -55,3 +55,80 @@ def scalelab(*args: str, cwd: Path | None = None, timeout: float = 600,
     if check and proc.returncode != 0:
         raise AssertionError(f"scalelab {args} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+# The program `scalelab_each` runs: it imports the CLI as `python -m scalelab` does, then forks
+# a process per command line that runs `scalelab/__main__.py` as `python -m scalelab` would (its
+# exit code, stdout and stderr are that process's own).
+_EACH = r"""
+import atexit, gc, json, os, runpy, sys
+import scalelab.cli
+
+
+def child(args, cwd, out, err):
+    if cwd is not None:
+        os.chdir(cwd)
+    os.dup2(os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 1)
+    os.dup2(os.open(err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+    sys.argv = ["scalelab", *args]
+    code = 0
+    try:
+        runpy.run_module("scalelab", run_name="__main__", alter_sys=True)
+    except SystemExit as end:  # as the interpreter takes it: an int is the code, else printed
+        code = end.code
+        if code is not None and not isinstance(code, int):
+            print(code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        sys.excepthook(*sys.exc_info())
+        code = 1
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Without the interpreter's teardown, which touches (and so copies) every inherited page.
+    os._exit(code or 0)
+
+
+calls = json.loads(sys.argv[1])
+sys.stdout.flush()
+sys.stderr.flush()
+gc.freeze()
+codes = []
+for call in calls:
+    pid = os.fork()
+    if pid == 0:
+        try:
+            child(*call)
+        finally:  # a child never goes back to the loop, whatever happened before its command
+            os._exit(1)
+    codes.append(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+print(json.dumps(codes))
+"""
+
+
+def scalelab_each(*argvs: list, cwd: Path | list[Path] | None = None,
+                  timeout: float = 600) -> list[subprocess.CompletedProcess]:
+    """`scalelab(*argv)` for each argv, one after another, each in a process of its own, without
+    paying the seconds of imports of a fresh `python -m scalelab` for each: one interpreter
+    imports the CLI (as `python -m scalelab` does; nothing runs, so no thread pool exists yet)
+    and each command line runs in a process forked from it, with its own exit code, stdout and
+    stderr. Whatever the import printed is part of every process's output, as it would be in a
+    fresh `python -m scalelab`. `cwd`: one folder for all, or one per argv."""
+    import json
+    import tempfile
+
+    cwds = cwd if isinstance(cwd, list) else [cwd] * len(argvs)
+    assert len(cwds) == len(argvs)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = [(Path(tmp) / f"{i}.out", Path(tmp) / f"{i}.err") for i in range(len(argvs))]
+        calls = [([str(a) for a in argv], None if c is None else str(c), str(o), str(e))
+                 for argv, c, (o, e) in zip(argvs, cwds, files, strict=True)]
+        parent = subprocess.run([sys.executable, "-c", _EACH, json.dumps(calls)],
+                                capture_output=True, text=True, timeout=timeout, env=cli_env())
+        assert parent.returncode == 0, parent.stderr
+        *imported, codes = parent.stdout.splitlines()
+        printed = "".join(f"{line}\n" for line in imported)
+        return [subprocess.CompletedProcess(
+            [sys.executable, "-m", "scalelab", *call[0]], code,
+            printed + o.read_text(), parent.stderr + e.read_text())
+            for call, code, (o, e) in zip(calls, json.loads(codes), files, strict=True)]

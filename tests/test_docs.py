@@ -81,7 +81,10 @@ def _command_lines(text: str) -> list[str]:
     """Every `scalelab ...` invocation in a page: lines of code blocks (continuations joined,
     comments dropped) and inline code spans."""
     lines = []
-    for block in re.findall(r"```[a-z]*\n(.*?)```", text, flags=re.S):
+    # Python blocks hold `from scalelab import ...`, not commands.
+    for lang, block in re.findall(r"```([a-z]*)\n(.*?)```", text, flags=re.S):
+        if lang == "python":
+            continue
         for line in block.replace("\\\n", " ").splitlines():
             lines.append(line.split(" # ")[0])
     lines += re.findall(r"`([^`\n]*scalelab [a-z][^`\n]*)`", text)

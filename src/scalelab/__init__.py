@@ -2,12 +2,15 @@
 
 The Python API beside the CLI::
 
-    import scalelab
-    summary = scalelab.run_study(None, "studies/default")  # the default study
-    summary = scalelab.run_study(spec, "studies/mine", task=my_task, family=my_family)
+    from scalelab import Study
+    study = Study.create(spec, "studies/mine")          # a StudySpec, a dict or a YAML path
+    study.run()                                         # train (or resume), fit, write outputs
+    Study.load("studies/mine").law().predict([1e7])     # read-only: the law, with intervals
 
-`run_study` takes a `StudySpec` (or a plain dict of spec keys) and, optionally, the user's own
-Task and Family objects (protocols in `scalelab.tasks.base` and `scalelab.models.base`).
+`Study` is `scalelab.api.Study`; `run_study(spec, out, task=..., family=...)` trains and returns
+summary.json's content in one call. Both take a `StudySpec` (or a plain dict of spec keys) and,
+optionally, the user's own Task and Family objects (protocols in `scalelab.tasks.base` and
+`scalelab.models.base`).
 The heavy modules (torch) are imported on first use, so `import scalelab` stays fast.
 """
 
@@ -16,7 +19,7 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["StudySpec", "run_study"]
+__all__ = ["Study", "StudySpec", "run_study"]
 
 
 def run_study(spec: Any = None, out: Any = "studies/default", **kwargs: Any) -> dict:
@@ -39,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from scalelab.spec import StudySpec
 
         return StudySpec
+    if name == "Study":
+        from scalelab.api import Study
+
+        return Study
     raise AttributeError(name)

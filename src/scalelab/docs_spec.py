@@ -8,6 +8,7 @@ and the test imports `render` rather than running a file by path.
 
 from __future__ import annotations
 
+import enum
 import inspect
 import sys
 import types
@@ -99,20 +100,22 @@ family's own options (checked by it before anything runs). How the keys work tog
 """
 
 
-def _type_name(annotation: object) -> str:
+def type_name(annotation: object) -> str:
     """A readable type: `int | None`, `list[float]`, `'auto' | 'fp32'`, a section's name."""
     origin = typing.get_origin(annotation)
     args = typing.get_args(annotation)
     if origin is typing.Literal:
         return " | ".join(repr(a) for a in args)
     if origin in (typing.Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in args)
+        return " | ".join(type_name(a) for a in args)
     if origin is not None:
-        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(map(_type_name, args))}]"
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(map(type_name, args))}]"
     if annotation is type(None):
         return "None"
     if inspect.isclass(annotation) and issubclass(annotation, BaseModel):
         return f"section {annotation.__name__}"
+    if inspect.isclass(annotation) and issubclass(annotation, enum.Enum):
+        return " | ".join(repr(m.value) for m in annotation)  # the choices, as a spec writes them
     return getattr(annotation, "__name__", str(annotation))
 
 
@@ -122,7 +125,8 @@ def _default(field: FieldInfo) -> str:
         return "(section)" if isinstance(value, BaseModel) else f"`{value!r}`"
     if field.default is PydanticUndefined:
         return "required"
-    return f"`{field.default!r}`"
+    value = field.default.value if isinstance(field.default, enum.Enum) else field.default
+    return f"`{value!r}`"
 
 
 def _bounds(field: FieldInfo) -> str:
@@ -153,7 +157,7 @@ def _section(key: str, model: type[BaseModel], prefix: str) -> list[str]:
         lines += [doc, ""]
     lines += ["| key | type | default | allowed | description |", "| --- | --- | --- | --- | --- |"]
     for name, field in model.model_fields.items():
-        kind, default = _cell(_type_name(field.annotation)), _cell(_default(field))
+        kind, default = _cell(type_name(field.annotation)), _cell(_default(field))
         note = _cell(description(prefix + name, field))
         lines.append(f"| `{name}` | {kind} | {default} | {_cell(_bounds(field))} | {note} |")
     return lines + [""]

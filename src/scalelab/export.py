@@ -128,7 +128,7 @@ ORT_NO_SPIN = ("session.intra_op.allow_spinning", "session.inter_op.allow_spinni
 
 
 def ort_session(path: str | Path, spin: bool = False) -> Any:
-    """An ONNX Runtime CPU session using as many threads as torch does (fair latency), whose
+    """An ONNX Runtime CPU session using as many threads as torch does now (fair latency), whose
     threads do not spin-wait: by default they keep spinning after each run (measured: ~8 ms of
     CPU burnt in the 20 ms after a run, none with spinning off), which takes the cores from
     whatever is timed next, the base rung's PyTorch latency included. `spin=True` keeps ONNX
@@ -153,15 +153,28 @@ _ORT_INPUT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32,
 class OrtModule(nn.Module):
     """An ONNX Runtime session behind the nn.Module call interface, so the measurement harness
     (`measure_model`: the task's evaluation, latency) runs it exactly as it runs a PyTorch model.
-    CPU only. Inputs are converted to the graph input's type (int64 ids or float32 features)."""
+    CPU only. Inputs are converted to the graph input's type (int64 ids or float32 features).
+
+    A session's thread count is fixed when it is made, so each call runs on a session with torch's
+    thread count at the time of the call (made on first use): evaluation gets the process's
+    threads, a latency timing the threads `train.measure.timing_threads` sets, the same as a
+    PyTorch model timed beside it."""
 
     def __init__(self, path: str | Path):
         super().__init__()
         self.path = str(path)
-        self.session = ort_session(path)
+        self._sessions: dict[int, Any] = {}
         graph_input = self.session.get_inputs()[0]
         self.input_name = graph_input.name
         self.input_dtype = _ORT_INPUT_DTYPES.get(graph_input.type, np.float32)
+
+    @property
+    def session(self) -> Any:
+        """The session for torch's current thread count."""
+        threads = torch.get_num_threads()
+        if threads not in self._sessions:
+            self._sessions[threads] = ort_session(self.path)
+        return self._sessions[threads]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = x.detach().cpu().numpy().astype(self.input_dtype, copy=False)

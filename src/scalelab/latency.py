@@ -20,6 +20,22 @@ series whose IQR exceeds `UNSTABLE_IQR` times its median is measured once more; 
 is over the line too, the steadier of the two is kept and flagged `unstable`. A series that ran
 entirely inside a slow spell has a small IQR and is not caught by this rule: its median is the
 slow one (a latency measured on a loaded machine is indicative only).
+
+How a series is timed (`train.measure.latency_ms`), and what was measured before choosing it
+(benchmarks/latency_stability.py and one-off probes on a 2-core VM; speedup spreads are the worst
+max / min over three rounds, across int8, fp16 and a smaller fp32 model at batch 1 and 32):
+- On one CPU thread (`train.measure.LATENCY_THREADS`, its comment gives the measurement).
+- One call per sample, not blocks of calls lasting ~1 ms each (timeit's autorange): on the
+  loaded machine (load average 5.3, 1 thread) the medians of blocks spread more than those of
+  single calls (5.6 against 2.2): a block is long enough to catch a preemption that most calls of
+  0.02-0.7 ms escape, and the clock (`time.perf_counter`, well under 1 µs) is far finer than the
+  shortest call.
+- The base rung timed right before its variant, not interleaved with it: alternating single
+  calls changes what is measured (each call follows the other model, which evicted its weights
+  from the caches: int8's speedup at batch 32 came out 2.51 interleaved against 3.09 timed in
+  turn), and the medians of interleaved blocks spread as much (4.5). The minima of interleaved
+  blocks were steady (1.10) but a ratio of minima is not the ratio of the medians that every
+  table shows beside a speedup.
 """
 
 from __future__ import annotations

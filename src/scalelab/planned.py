@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from scalelab.errors import UserError
 from scalelab.models.base import Family, built_counts, family_fingerprint
 from scalelab.records import FINISHED, RungPlan
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 
 CHANGED = "the model changed"
 ADVICE = f"{CHANGED}; use a new --out or --replan"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import glob
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -22,6 +23,36 @@ from pydantic import (
 )
 
 from scalelab.errors import UserError
+
+
+class Device(StrEnum):
+    """Where a study trains: auto = CUDA when present, else the CPU."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+class Precision(StrEnum):
+    """Matmul precision (`tasks.base.uses_bf16`): auto = bf16 autocast on CUDA, fp32 on CPU."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+class Schedule(StrEnum):
+    COSINE = "cosine"
+    WSD = "wsd"
+
+
+class DecayShape(StrEnum):
+    ONE_MINUS_SQRT = "1-sqrt"
+    LINEAR = "linear"
+
+
+# The choices above are StrEnums: pydantic checks them, Typer shows them, and each member is
+# its own string (`Precision.BF16 == "bf16"`, JSON "bf16"), so a stored spec reads back equal.
 
 
 class _Strict(BaseModel):
@@ -202,21 +233,22 @@ class TrainSpec(_Strict):
     shared_data_order: bool = Field(
         False, description="every size reads the same batches in the same order (repeat r: "
                            "stream seed + r), so differences between sizes are the models'")
-    precision: Literal["auto", "fp32", "bf16"] = Field(
-        "auto", description="matmul precision: auto = bf16 autocast on CUDA, fp32 on CPU")
+    precision: Precision = Field(
+        Precision.AUTO, description="matmul precision: auto = bf16 autocast on CUDA, fp32 on CPU")
     compile: bool | Literal["auto"] = Field(
         "auto", description="torch.compile the model: auto = on CUDA only (on CPU the compile "
                             "time was never won back; docs/results.md, 'Precision and "
                             "compilation')")
-    schedule: Literal["cosine", "wsd"] | None = Field(
+    schedule: Schedule | None = Field(
         None, description="cosine: warm-up then cosine decay, one run per rung; wsd: warm-up, "
                           "stable, decay over the last decay_frac of each D, smaller D of a "
                           "size as cool-down branches of its longest run. Default: wsd on a "
                           "two-axis ladder, cosine otherwise")
     decay_frac: float = Field(0.2, gt=0, lt=1, description="wsd: the decaying share of each D")
-    decay_shape: Literal["1-sqrt", "linear"] = Field(
-        "1-sqrt", description="wsd: lr falls as 1 - sqrt(progress) (Hägele et al. 2024) or "
-                              "linearly, to min_lr_frac × lr")
+    decay_shape: DecayShape = Field(
+        DecayShape.ONE_MINUS_SQRT,
+        description="wsd: lr falls as 1 - sqrt(progress) (Hägele et al. 2024) or linearly, to "
+                    "min_lr_frac × lr")
 
     def budget(self, n_nonembed: float) -> float:
         """A rung's budget D in the task's unit, by the rule above (`tokens` resolved)."""
@@ -251,7 +283,9 @@ class TrainSpec(_Strict):
 class MeasureSpec(_Strict):
     latency_batches: list[int] = Field(default_factory=lambda: [1, 32])
     latency_repeats: int = Field(30, gt=2)
-    threads: int | None = Field(None, gt=0, description="torch threads; default: all cores")
+    threads: int | None = Field(None, gt=0, description="torch threads for training and "
+                                "evaluation; default: all cores (CPU latency is timed on one "
+                                "thread: docs/compress.md)")
 
     @model_validator(mode="after")
     def _check(self) -> MeasureSpec:
@@ -331,7 +365,7 @@ class StudySpec(_Strict):
     measure: MeasureSpec = Field(default_factory=MeasureSpec)
     fit: FitSpec = Field(default_factory=FitSpec)
     compress: CompressSpec | None = None
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = Device.AUTO
     # Where rungs run (`--executor ray`) and what `scalelab tune` searches; neither changes what a
     # rung is, so a study resumes whatever they say.
     execute: ExecuteSpec = Field(default_factory=ExecuteSpec)
@@ -393,7 +427,8 @@ def _quick_two_axis_ladder(ladder: LadderSpec, lad: dict) -> None:
             lad[key] = sorted(lad[key])[:2]
 
 
-PRESETS = ("default", "gpu")
+PRESET_DIR = Path(__file__).parent / "presets"
+PRESETS = tuple(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))  # a new file is a new preset
 
 
 def preset_spec(name: str) -> StudySpec:
@@ -402,7 +437,7 @@ def preset_spec(name: str) -> StudySpec:
     one CUDA GPU. The presets are plain specs: copy one to start your own."""
     if name not in PRESETS:
         raise UserError(f"unknown preset '{name}' (choose from {', '.join(PRESETS)})")
-    return load_spec(Path(__file__).parent / "presets" / f"{name}.yaml")
+    return load_spec(PRESET_DIR / f"{name}.yaml")
 
 
 def default_spec() -> StudySpec:
@@ -560,7 +595,7 @@ def from_default_study(data: object) -> object:
     if not starts_from_default_study(data):
         return data
     assert isinstance(data, dict)
-    preset = Path(__file__).parent / "presets" / "default.yaml"
+    preset = PRESET_DIR / "default.yaml"
     merged = yaml.safe_load(preset.read_text())
     for key, value in data.items():
         base = merged.get(key)

@@ -1,7 +1,7 @@
 """One study, end to end: plan -> execute -> record -> fit -> outputs.
 
 `run_study` is what `scalelab run` calls; `write_outputs` is what `scalelab report` calls. Both
-only pass plain data between the stages (DESIGN.md's flow).
+only pass plain data between the stages (docs/method.md, "The flow of a study").
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from scalelab.execute.base import (
     Observer,
     Progress,
     Started,
+    StudyIncomplete,
     Workload,
+    drive,
     one_line,
 )
 from scalelab.execute.branches import link as link_branches
@@ -43,20 +45,22 @@ from scalelab.models.base import Family, check_fit, check_forward, family_option
 from scalelab.planned import check_resume
 from scalelab.records import FINISHED, RungPlan, RungResult
 from scalelab.spec import StudySpec, TrainSpec, parse_spec, resolve_paths
-from scalelab.store import StudyStore
-from scalelab.tasks import get_task, task_options
+from scalelab.storage import StudyStore
+from scalelab.tasks import declared_metrics, get_task, task_options
 from scalelab.tasks.base import Task
 from scalelab.train import measure
 
-RUN_COLUMNS = (
+_RUNG_COLUMNS = (
     "rung", "status", "n_params", "n_nonembed", "n_layer", "d_model", "n_head", "tokens", "steps",
     "lr", "val_loss", "val_bpb", "flops", "flops_6nd", "train_seconds", "tokens_per_s", "mfu",
     "peak_mem_bytes", "checkpoint_bytes", "latency_ms", "latency_iqr_ms", "diverged_step",
     "diverged_reason",
     # Added with the task and family seams: which family and unit, D in that unit, the loss on
-    # training windows beside the validation loss, and the task's metrics (flattened in runs.csv).
-    "family", "describe", "D", "unit", "units_per_s", "train_loss", "val_error", "val_accuracy",
-    "val_rmse", "repeat", "seed",
+    # training windows beside the validation loss; then the tasks' metrics (`metric_columns`).
+    "family", "describe", "D", "unit", "units_per_s", "train_loss",
+)
+_LATER_COLUMNS = (
+    "repeat", "seed",
     # Added with the speed work: MFU against the vendor's peak (CUDA devices with a known one),
     # and the device's energy over the rung's training (NVML) in joules and joules per unit.
     "mfu_vendor", "energy_j", "energy_j_per_unit",
@@ -66,8 +70,18 @@ RUN_COLUMNS = (
     # Why a rung with status `failed` stopped (its error in one line); None otherwise.
     "failed_reason",
 )
-# Task metrics that get a column of their own (as val_<name>) in summary.json and runs.csv.
-METRIC_COLUMNS = ("error", "accuracy", "rmse")
+
+
+def metric_columns() -> list[tuple[str, str]]:
+    """(column, metric) of each metric the registered tasks declare (`Metric.column`:
+    val_<name>), flattened from a rung's `metrics` into summary.json and runs.csv; val_bpb is
+    a rung column of its own already (v1 studies stored it), so it keeps its place."""
+    return [(m.column, m.name) for m in declared_metrics() if m.column not in _RUNG_COLUMNS]
+
+
+def run_columns() -> tuple[str, ...]:
+    """The columns of a rung in summary.json and runs.csv, in order."""
+    return (*_RUNG_COLUMNS, *(c for c, _ in metric_columns()), *_LATER_COLUMNS)
 
 
 def default_out(spec: StudySpec) -> Path:
@@ -159,11 +173,6 @@ def open_study(spec: StudySpec, out: Path, stored: dict | None = None) -> StudyS
     return store
 
 
-class StudyIncomplete(RuntimeError):  # noqa: N818 (an outcome the CLI reports, not a bug)
-    """Some rungs could not finish (their workers died more often than the retries allow).
-    What finished is recorded; running the same command again resumes the rest."""
-
-
 def rung_key(rung: int) -> str:
     return f"rung-{rung}"
 
@@ -182,13 +191,12 @@ def storage_root(execute: ExecuteOptions, out: Path, canon: dict) -> Path:
 
 
 class RungRecorder:
-    """The driver's side of an executor run over the ladder's rungs: every event is written to
-    the store first (this process is its only writer), then handed to the observers."""
+    """What an executor run over the ladder's rungs writes to the store, event by event
+    (`execute.base.drive` hands the events to the observers once recorded)."""
 
-    def __init__(self, store: StudyStore, jobs: list[Job], observers: Sequence[Observer]):
+    def __init__(self, store: StudyStore, jobs: list[Job]):
         self.store = store
         self.rungs = {j.key: j.plan.rung for j in jobs}
-        self.observers = observers
         self.failed: dict[int, str] = {}
 
     def __call__(self, event: Event) -> None:
@@ -203,8 +211,6 @@ class RungRecorder:
         elif isinstance(event, Failed):
             self.failed[rung] = event.error
             self.store.fail_rung(rung, event.error)
-        for observer in self.observers:
-            observer.on_event(event)
 
     def _keep_weights(self, rung: int, result: RungResult) -> RungResult:
         """Final weights live in the study folder, whatever storage the worker wrote them to."""
@@ -251,11 +257,9 @@ def rung_jobs(store: StudyStore, plans: list[RungPlan], storage: Path,
 def drive_rungs(store: StudyStore, executor: Executor, work: Workload, plans: list[RungPlan],
                 storage: Path, observers: Sequence[Observer]) -> None:
     jobs = rung_jobs(store, plans, storage, work.spec.train)
-    recorder = RungRecorder(store, jobs, observers)
-    for observer in observers:
-        observer.on_jobs(jobs)
+    recorder = RungRecorder(store, jobs)
     try:
-        executor.run(jobs, work, recorder)
+        drive(executor, jobs, work, recorder, observers)
     except Exception as err:
         # An error outside the jobs' own (the driver's, or the executor's): a rung it cut short
         # is failed with that reason, not left `running`. (An interrupt leaves it as it is.)
@@ -360,7 +364,7 @@ def run_study(
                 from scalelab.compress import compress_study
 
                 compress_study(store, spec, res.task, res.family, device, spec.compress.rung,
-                               spec.compress.methods)
+                               spec.compress.methods, executor=ex, observers=watchers)
             store.replace_fits(fit_rungs(store.rungs(), spec))
             summary = write_outputs(store)
             for w in watchers:
@@ -419,7 +423,7 @@ def _flat_latency(record: dict) -> dict:
 
 def _rung_summary(r: dict, vendor_peak: float | None = None) -> dict:
     metrics = r.get("metrics") or {}
-    row = dict(r, **{f"val_{m}": metrics.get(m) for m in METRIC_COLUMNS})
+    row = dict(r, **{column: metrics.get(m) for column, m in metric_columns()})
     flops, seconds, energy, units = (r.get("flops"), r.get("train_seconds"), r.get("energy_j"),
                                      r.get("D"))
     row["mfu_vendor"] = (flops / seconds / vendor_peak
@@ -429,7 +433,7 @@ def _rung_summary(r: dict, vendor_peak: float | None = None) -> dict:
     row["describe"] = ((r.get("plan") or {}).get("describe")
                        or (f"{shape['n_layer']}x{shape['d_model']}" if "n_layer" in shape
                            else None))
-    out = {k: row.get(k) for k in RUN_COLUMNS if k not in ("latency_ms", "latency_iqr_ms")}
+    out = {k: row.get(k) for k in run_columns() if k not in ("latency_ms", "latency_iqr_ms")}
     out.update(checkpoint=r.get("checkpoint"), shape=r.get("shape"), metrics=metrics)
     return out | _flat_latency(r)
 
@@ -473,7 +477,7 @@ def write_runs_csv(summary: dict, path: Path) -> None:
     with open(path, "w", newline="") as fh:
         writer = csv.writer(fh)
         batches = sorted({b for r in summary["rungs"] for b in r["latency_ms"]}, key=int)
-        cols = [c for c in RUN_COLUMNS if c not in ("latency_ms", "latency_iqr_ms")]
+        cols = [c for c in run_columns() if c not in ("latency_ms", "latency_iqr_ms")]
         writer.writerow(cols + [f"latency_ms_b{b}" for b in batches])
         for r in summary["rungs"]:
             writer.writerow([r.get(c) for c in cols] + [r["latency_ms"].get(b) for b in batches])

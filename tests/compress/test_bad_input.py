@@ -5,12 +5,11 @@ from __future__ import annotations
 import pytest
 
 from scalelab.records import RungPlan
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from tests.compress.spec_helpers import study_fingerprint
-from tests.helpers import scalelab
+from tests.helpers import scalelab, scalelab_each
 
-
-@pytest.mark.parametrize("args, words", [
+BAD_ARGUMENTS = [
     (["--methods", "int8,quantum"], "unknown compression method 'quantum'"),
     (["--methods", "prune:1.5"], "between 0 and 1"),
     (["--methods", "sparse:0"], "between 0 and 1"),
@@ -19,14 +18,26 @@ from tests.helpers import scalelab
     (["--rung", "0", "--methods", "distill"], "smaller than rung 0"),
     (["--rung", "biggest"], "rung must be"),
     (["--device", "tpu"], "--device"),
-])
-def test_bad_compress_arguments_change_nothing(study, args, words):
+]
+
+
+@pytest.fixture(scope="module")
+def refused(study) -> tuple[list, tuple, tuple]:
+    """Every bad command line run on the study (`scalelab_each`: one process each), with the
+    study's fingerprint before the first and after the last."""
     before = study_fingerprint(study)
-    proc = scalelab("compress", study, *args)
+    procs = scalelab_each(*[["compress", study, *args] for args, _ in BAD_ARGUMENTS])
+    return procs, before, study_fingerprint(study)
+
+
+@pytest.mark.parametrize("args, words", BAD_ARGUMENTS)
+def test_bad_compress_arguments_change_nothing(refused, args, words):
+    procs, before, after = refused
+    proc = procs[BAD_ARGUMENTS.index((args, words))]
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error:") and words in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert study_fingerprint(study) == before
+    assert after == before
 
 
 def test_study_without_trained_rungs(tmp_path):
@@ -44,8 +55,7 @@ def test_study_without_trained_rungs(tmp_path):
 
 
 def test_not_a_study(tmp_path):
-    proc = scalelab("compress", tmp_path)
-    assert proc.returncode == 2 and "not a study folder" in proc.stderr
+    compress, recommend = scalelab_each(["compress", tmp_path], ["recommend", tmp_path / "nope"])
+    assert compress.returncode == 2 and "not a study folder" in compress.stderr
     assert not (tmp_path / "study.db").exists() and not (tmp_path / "study.lock").exists()
-    proc = scalelab("recommend", tmp_path / "nope")
-    assert proc.returncode == 2 and "not a study folder" in proc.stderr
+    assert recommend.returncode == 2 and "not a study folder" in recommend.stderr

@@ -31,7 +31,11 @@ def test_latency_stability_benchmark_writes_both_ways(study, tmp_path):
     # The old way takes one series per latency and never flags one.
     assert all(r["flagged_rounds"] == 0 for r in result["stability"]["old"]["rows"].values())
     conditions = result["cause"]["conditions"]
-    assert set(conditions) == {"spin on (ORT default)", "spin off (scalelab)", "no ORT before"}
+    assert set(conditions) == {"spin on (ORT default)", "spin off (scalelab)", "no ORT before",
+                               "no ORT before, LATENCY_THREADS"}
     assert conditions["no ORT before"]["cpu_ms_burnt_in_20ms_after_run"] is None
+    # The latency threads' condition runs on them, the others all on the process's threads.
+    assert conditions["no ORT before, LATENCY_THREADS"]["threads"] == result["latency_threads"]
+    assert len({c["threads"] for k, c in conditions.items() if "LATENCY_THREADS" not in k}) == 1
     assert "worst speedup max/min across rounds" in proc.stdout
     assert result["load"][0]["loadavg_1m"] >= 0

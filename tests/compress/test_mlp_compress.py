@@ -20,10 +20,10 @@ from scalelab.compress.sparse import sparsify
 from scalelab.models.base import get_family
 from scalelab.models.mlp import MLP, n_params_for
 from scalelab.spec import parse_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import resolve
 from tests.compress.spec_helpers import small_task_spec, study_fingerprint
-from tests.helpers import scalelab, write_spec
+from tests.helpers import scalelab, scalelab_each, write_spec
 
 SHAPE = {"in_features": 64, "input_shape": [64], "hidden": [32, 24], "n_outputs": 10,
          "activation": "gelu", "dropout": 0.0}
@@ -160,11 +160,24 @@ def test_mlp_lowrank_factors_the_linears(digits_summary):
     assert v["settings"]["ranks"] and v["n_params"] < rung["n_params"]
 
 
-@pytest.mark.parametrize("variant", [None, "r1-prune0.5", "r1-lowrank0.5"])
-def test_mlp_export_round_trips(digits_study, tmp_path, variant):
-    out = tmp_path / "m.onnx"
-    args = ["export", digits_study, "--rung", "1", "--onnx", out]
-    proc = scalelab(*args, *(["--variant", variant] if variant else []))
+MLP_EXPORTS = [None, "r1-prune0.5", "r1-lowrank0.5"]
+
+
+@pytest.fixture(scope="module")
+def mlp_exports(digits_study, tmp_path_factory) -> list[tuple]:
+    """Rung 1 and each variant in MLP_EXPORTS exported (`scalelab_each`: one process each):
+    (process, the file written) in that order."""
+    root = tmp_path_factory.mktemp("mlp-exports")
+    files = [root / f"{v or 'rung'}.onnx" for v in MLP_EXPORTS]
+    procs = scalelab_each(*[["export", digits_study, "--rung", "1", "--onnx", out,
+                             *(["--variant", v] if v else [])]
+                            for v, out in zip(MLP_EXPORTS, files, strict=True)])
+    return list(zip(procs, files, strict=True))
+
+
+@pytest.mark.parametrize("variant", MLP_EXPORTS)
+def test_mlp_export_round_trips(mlp_exports, variant):
+    proc, out = mlp_exports[MLP_EXPORTS.index(variant)]
     assert proc.returncode == 0, proc.stderr
     assert "ok" in proc.stdout and out.stat().st_size > 0
 
@@ -189,23 +202,44 @@ def _regression_csv(path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("kind", ["cnn-prune", "regression-distill"])
-def test_a_method_that_does_not_apply_is_refused_and_changes_nothing(tmp_path, kind):
+def _refused_case(kind: str, folder: Path) -> tuple[dict, str, str]:
+    """The spec of `kind`'s study, the methods asked for, and the words of the refusal."""
     if kind == "cnn-prune":
         spec = small_task_spec("cnn", {"name": "digits"}, {"name": "cnn", "depth": 2},
                                [1000], examples=640)
-        methods, words = "int8,prune:0.5", ("prune:0.5: prune does not apply to family 'cnn' "
-                                            "(it supports gpt, mlp)")
-    else:
-        csv = _regression_csv(tmp_path / "reg.csv")
-        spec = small_task_spec("reg", {"name": "tabular", "path": str(csv), "target": "y"},
-                               {"name": "mlp"}, [200], examples=640)
-        methods, words = "distill:0", "objective 'regression'"
-    folder = tmp_path / "study"
-    scalelab("run", write_spec(tmp_path / "spec.yaml", spec), "--out", folder, check=True)
-    before = study_fingerprint(folder)
-    proc = scalelab("compress", folder, "--rung", "0", "--methods", methods)
+        return spec, "int8,prune:0.5", ("prune:0.5: prune does not apply to family 'cnn' "
+                                        "(it supports gpt, mlp)")
+    csv = _regression_csv(folder / "reg.csv")
+    spec = small_task_spec("reg", {"name": "tabular", "path": str(csv), "target": "y"},
+                           {"name": "mlp"}, [200], examples=640)
+    return spec, "distill:0", "objective 'regression'"
+
+
+REFUSED = ["cnn-prune", "regression-distill"]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[str, tuple]:
+    """A one-rung study of each kind trained, then `compress` asked for a method that does not
+    apply to it (`scalelab_each`: one process each): {kind: (process, words, the study's
+    fingerprint before, after)}."""
+    folders = [tmp_path_factory.mktemp(kind) for kind in REFUSED]
+    cases = [_refused_case(kind, f) for kind, f in zip(REFUSED, folders, strict=True)]
+    runs = scalelab_each(*[["run", write_spec(f / "spec.yaml", spec), "--out", f / "study"]
+                           for f, (spec, _, _) in zip(folders, cases, strict=True)])
+    assert all(run.returncode == 0 for run in runs), [run.stderr for run in runs]
+    before = [study_fingerprint(f / "study") for f in folders]
+    procs = scalelab_each(*[["compress", f / "study", "--rung", "0", "--methods", methods]
+                            for f, (_, methods, _) in zip(folders, cases, strict=True)])
+    return {kind: (proc, words, fp, study_fingerprint(f / "study"))
+            for kind, proc, (_, _, words), fp, f
+            in zip(REFUSED, procs, cases, before, folders, strict=True)}
+
+
+@pytest.mark.parametrize("kind", REFUSED)
+def test_a_method_that_does_not_apply_is_refused_and_changes_nothing(refused, kind):
+    proc, words, before, after = refused[kind]
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error:") and words in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert study_fingerprint(folder) == before
+    assert after == before

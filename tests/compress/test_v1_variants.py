@@ -11,7 +11,7 @@ import torch
 from scalelab.compress import load_rung_model, load_variant
 from scalelab.compress.base import get_method
 from scalelab.spec import parse_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import resolve
 
 V1 = Path(__file__).resolve().parents[1] / "data" / "v1_study"

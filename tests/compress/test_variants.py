@@ -9,7 +9,7 @@ from scalelab.compress import load_rung_model, load_variant
 from scalelab.compress.layers import untied_linears
 from scalelab.models import count_params, gpt
 from scalelab.spec import parse_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import resolve
 
 REQUIRED = {"name", "of_rung", "method", "n_params", "bytes", "val_loss", "latency_ms"}

@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, scalelab, tiny_spec, write_spec
+from tests.helpers import cli_env, scalelab, scalelab_each, tiny_spec, write_spec
 
-# Two sizes of 50 steps each: a complete study, too short a ladder for a law.
-TWO = {"ladder": {"sizes": [3.0e3, 1.2e4]}, "train": {"tokens": 12_800}}
+# Two sizes of 10 steps each (2,560 tokens, 256 a step): a complete study, too short a ladder
+# for a law.
+TWO = {"ladder": {"sizes": [3.0e3, 1.2e4]}, "train": {"tokens": 2_560}}
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +40,30 @@ def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.fixture(scope="module")
+def commands(two_sizes, tmp_path_factory) -> dict[str, tuple]:
+    """`show`, `export` without --rung, and `export` to an unwritable file and to a folder, on
+    the finished study (`scalelab_each`: one process each; none of them changes the study):
+    {name: (process, the path it was given)}."""
+    folder, _ = two_sizes
+    tmp = tmp_path_factory.mktemp("commands")
+    given = {"show": None, "export": tmp / "model.onnx",
+             "unwritable": _unwritable_folder(tmp) / "model.onnx", "folder given": tmp}
+    procs = scalelab_each(["show", folder], ["export", folder, "--onnx", given["export"]],
+                          ["export", folder, "--rung", "1", "--onnx", given["unwritable"]],
+                          ["export", folder, "--onnx", given["folder given"]])
+    return {name: (proc, path) for (name, path), proc in zip(given.items(), procs, strict=True)}
+
+
 NO_LAW_2 = ("No law fitted: 2 of 2 rungs finished with a validation loss; a law "
             "L(N) = E + A·N^-alpha needs 3 or more")
 
 
-def test_two_sizes_say_why_there_is_no_law_in_run_and_show(two_sizes):
+def test_two_sizes_say_why_there_is_no_law_in_run_and_show(two_sizes, commands):
     folder, run = two_sizes
     assert NO_LAW_2 in run.stdout.splitlines()
-    show = scalelab("show", folder, check=True)
+    show, _ = commands["show"]
+    assert show.returncode == 0, show.stderr
     assert show.stdout.strip().splitlines()[-1] == NO_LAW_2
     # the report says the same, in its headline and under its loss plot
     html = (folder / "report.html").read_text()
@@ -80,13 +97,12 @@ def test_rerun_shows_finished_rungs_as_done_with_their_loss(two_sizes):
     for r in _rungs(folder):
         bar = re.search(rf"^rung {r['rung']} \(.*$", proc.stdout, re.MULTILINE)
         assert bar, proc.stdout
-        assert f"50/50 loss {r['val_loss']:.3f} (val)" in bar.group(0), bar.group(0)
+        assert f"10/10 loss {r['val_loss']:.3f} (val)" in bar.group(0), bar.group(0)
 
 
-def test_export_without_rung_exports_the_largest_finished_rung(two_sizes, tmp_path):
+def test_export_without_rung_exports_the_largest_finished_rung(two_sizes, commands):
     folder, _ = two_sizes
-    out = tmp_path / "model.onnx"
-    proc = scalelab("export", folder, "--onnx", out)
+    proc, out = commands["export"]
     assert proc.returncode == 0, proc.stderr
     largest = max(_rungs(folder), key=lambda r: r["n_nonembed"])["rung"]
     assert f"wrote {out} (rung {largest}, " in proc.stdout.replace("\n", " ")
@@ -103,13 +119,11 @@ def _unwritable_folder(tmp_path: Path) -> Path:
     return folder
 
 
-def test_unwritable_export_path_is_one_line_naming_it(two_sizes, tmp_path):
-    folder, _ = two_sizes
-    target = _unwritable_folder(tmp_path) / "model.onnx"
-    _one_line_exit_2(scalelab("export", folder, "--rung", "1", "--onnx", target),
-                     f"cannot write {target}: ")
-    _one_line_exit_2(scalelab("export", folder, "--onnx", tmp_path),
-                     f"{tmp_path} is a folder: give a file name")
+def test_unwritable_export_path_is_one_line_naming_it(commands):
+    unwritable, target = commands["unwritable"]
+    _one_line_exit_2(unwritable, f"cannot write {target}: ")
+    folder_given, folder = commands["folder given"]
+    _one_line_exit_2(folder_given, f"{folder} is a folder: give a file name")
 
 
 def test_the_writable_check_leaves_nothing_behind(tmp_path):

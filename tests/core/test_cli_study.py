@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, scalelab, tiny_spec, write_spec
+from tests.helpers import cli_env, scalelab, scalelab_each, tiny_spec, write_spec
 
 
 def db_rows(folder: Path) -> dict:
@@ -81,11 +81,11 @@ def test_report_escapes_user_text(study):
 def test_show_and_report_rebuild_from_the_database(study):
     (study / "report.html").unlink()
     (study / "summary.json").unlink()
-    scalelab("report", study, check=True)
+    report, show = scalelab_each(["report", study], ["show", study])
+    assert report.returncode == 0 and show.returncode == 0, report.stderr + show.stderr
     assert (study / "report.html").stat().st_size > 10_000
     assert json.loads((study / "summary.json").read_text())["rungs"]
-    shown = scalelab("show", study, check=True).stdout
-    assert "val loss" in shown and "holdout" in shown
+    assert "val loss" in show.stdout and "holdout" in show.stdout
 
 
 def test_rerun_of_a_finished_study_retrains_nothing(study):
@@ -122,24 +122,53 @@ def _one_line_exit_2(proc: subprocess.CompletedProcess, needle: str) -> None:
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("text,needle", [
+BAD_SPECS = [
     ("name: x\ntrain: {tokens: [1, 2\n", "malformed YAML"),
     ("name: x\nladder: {sizez: [1]}\n", "unknown key 'ladder.sizez'"),
     ("ladder: {sizes: [1.0e4, -3]}\n", "sizes must be positive"),
     ("ladder: {sizes: [0]}\n", "sizes must be positive"),
     ("train: {tokens: 0}\n", "train.tokens"),
-])
-def test_bad_spec_is_one_line_and_exit_2(tmp_path, text, needle):
-    spec = tmp_path / "bad.yaml"
-    spec.write_text(text)
-    _one_line_exit_2(scalelab("run", spec, "--out", tmp_path / "s"), needle)
-    assert not (tmp_path / "s" / "study.db").exists()
+]
+BAD_OPTIONS = [
+    (["--preset", "tpu"], "unknown preset 'tpu' (choose from default, gpu)"),
+    (["SPEC", "--preset", "gpu"], "give a SPEC file or --preset, not both"),
+    (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
+]
 
 
-def test_unwritable_out_is_one_line_and_exit_2(tmp_path):
-    blocker = tmp_path / "file"
-    blocker.write_text("not a folder")
-    _one_line_exit_2(scalelab("run", "--quick", "--out", blocker / "s"), "cannot write")
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict:
+    """Each bad command line below, run in a folder of its own (`scalelab_each`: one process
+    each): {case: (process, its folder)}."""
+    cases: dict = {}
+    for text, _ in BAD_SPECS:
+        folder = tmp_path_factory.mktemp("bad-spec")
+        (folder / "bad.yaml").write_text(text)
+        cases[text] = (["run", folder / "bad.yaml", "--out", folder / "s"], folder)
+    for args, _ in BAD_OPTIONS:
+        folder = tmp_path_factory.mktemp("bad-option")
+        spec = write_spec(folder / "s.yaml", tiny_spec())
+        argv = ["run", *[str(spec) if a == "SPEC" else a for a in args], "--out", folder / "never"]
+        cases[tuple(args)] = (argv, folder)
+    folder = tmp_path_factory.mktemp("unwritable")
+    (folder / "file").write_text("not a folder")
+    cases["unwritable"] = (["run", "--quick", "--out", folder / "file" / "s"], folder)
+    folder = tmp_path_factory.mktemp("not-a-study")
+    cases["not a study"] = (["show", folder], folder)
+    procs = scalelab_each(*[argv for argv, _ in cases.values()])
+    return {case: (proc, folder) for (case, (_, folder)), proc in zip(cases.items(), procs,
+                                                                       strict=True)}
+
+
+@pytest.mark.parametrize("text,needle", BAD_SPECS)
+def test_bad_spec_is_one_line_and_exit_2(refused, text, needle):
+    proc, folder = refused[text]
+    _one_line_exit_2(proc, needle)
+    assert not (folder / "s" / "study.db").exists()
+
+
+def test_unwritable_out_is_one_line_and_exit_2(refused):
+    _one_line_exit_2(refused["unwritable"][0], "cannot write")
 
 
 def test_other_spec_on_an_existing_study_is_refused(study, tmp_path):
@@ -149,8 +178,8 @@ def test_other_spec_on_an_existing_study_is_refused(study, tmp_path):
     assert db_rows(study) == before
 
 
-def test_missing_study_folder_is_one_line(tmp_path):
-    _one_line_exit_2(scalelab("show", tmp_path), "not a study folder")
+def test_missing_study_folder_is_one_line(refused):
+    _one_line_exit_2(refused["not a study"][0], "not a study folder")
 
 
 def _start_run(spec: Path, out: Path) -> subprocess.Popen:
@@ -202,14 +231,8 @@ def test_kill_9_mid_rung_then_rerun_completes_with_identical_losses(study, tmp_p
     assert _losses(out) == _losses(study)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--preset", "tpu"], "unknown preset 'tpu' (choose from default, gpu)"),
-    (["SPEC", "--preset", "gpu"], "give a SPEC file or --preset, not both"),
-    (["--device", "tpu"], "--device must be auto, cpu or cuda, got 'tpu'"),
-])
-def test_bad_preset_or_device_is_one_line_and_nothing_written(tmp_path, args, needle):
-    spec = write_spec(tmp_path / "s.yaml", tiny_spec())
-    out = tmp_path / "never"
-    proc = scalelab("run", *[str(spec) if a == "SPEC" else a for a in args], "--out", out)
+@pytest.mark.parametrize("args,needle", BAD_OPTIONS)
+def test_bad_preset_or_device_is_one_line_and_nothing_written(refused, args, needle):
+    proc, folder = refused[tuple(args)]
     _one_line_exit_2(proc, needle)
-    assert not out.exists()
+    assert not (folder / "never").exists()

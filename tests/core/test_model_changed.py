@@ -18,7 +18,7 @@ import pytest
 from scalelab.errors import UserError
 from scalelab.ladder import plan_ladder
 from scalelab.spec import load_spec, parse_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import StudyIncomplete, build_summary, resolve, run_study
 
 V1_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "v1_study"

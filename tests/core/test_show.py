@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from scalelab.records import FitRecord, Holdout
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from tests.helpers import cli_env
 
 # A study as the default one records it at its largest: N up to ~1M, D up to 100M bytes,

@@ -14,7 +14,7 @@ import yaml
 
 from scalelab.errors import UserError
 from scalelab.spec import load_spec, parse_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import canonical_spec, open_study, resolve
 from tests.helpers import scalelab, write_spec
 

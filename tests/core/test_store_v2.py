@@ -10,10 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from scalelab import store as store_mod
 from scalelab.errors import UserError
 from scalelab.records import RungPlan, RungResult
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore, migrations
 
 V1_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "v1_study"
 
@@ -267,7 +266,7 @@ def test_failed_upgrade_leaves_v1_untouched(v1_study, monkeypatch, target, error
     db = v1_study / "study.db"
     before_bytes = db.read_bytes()
     before = dump(v1_study)
-    real = getattr(store_mod, target)
+    real = getattr(migrations, target)
     calls = []
 
     def failing(*args):
@@ -276,7 +275,7 @@ def test_failed_upgrade_leaves_v1_untouched(v1_study, monkeypatch, target, error
             raise error("conversion failed")
         return real(*args)
 
-    monkeypatch.setattr(store_mod, target, failing)
+    monkeypatch.setattr(migrations, target, failing)
     with pytest.raises(raised, match="conversion failed") as info:
         StudyStore.create_or_open(v1_study)
     assert len(calls) == (1 if target == "_v1_prune_settings_to_v2" else 3)
@@ -286,7 +285,7 @@ def test_failed_upgrade_leaves_v1_untouched(v1_study, monkeypatch, target, error
     assert dump(v1_study) == before
     assert version_on_disk(v1_study) == [1]
     # the lock was released and the study still upgrades once the fault is gone
-    monkeypatch.setattr(store_mod, target, real)
+    monkeypatch.setattr(migrations, target, real)
     with StudyStore.create_or_open(v1_study) as store:
         assert len(store.rungs()) == 4
     assert version_on_disk(v1_study) == [2]
@@ -386,3 +385,30 @@ def test_upgrade_converts_a_pending_v1_rung_of_another_head_width(v1_study):
         "n_layer": 1, "d_model": 96, "n_head": 2,
         "budget": None, "schedule": "cosine", "trunk": None, "epochs": None,
     }
+
+
+def test_reader_of_an_early_v2_study_sees_every_key_and_never_writes(tmp_path):
+    """A schema-2 study written before the fine-tuning tables, the `model` table and the rungs'
+    energy_j and failed_reason columns (its writer has not opened it since) reads in the current
+    shape: the reader adds them to an in-memory copy, the file stays as it was."""
+    folder = tmp_path / "early"
+    with StudyStore.create_or_open(folder) as store:
+        store.init_study("early", "text", "gpt", {"name": "early"})
+        store.add_rungs([gpt_plan().to_dict()])
+        store.record_rung(0, {"status": "done", "val_loss": 2.5})
+    conn = sqlite3.connect(folder / "study.db")
+    with conn:
+        for table in ("finetunes", "finetune_scaling", "model"):
+            conn.execute(f"DROP TABLE {table}")
+        for column in ("energy_j", "failed_reason"):
+            conn.execute(f"ALTER TABLE rungs DROP COLUMN {column}")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    before = dump(folder)
+    with StudyStore.open_readonly(folder) as ro:
+        assert ro.migrated_from is None  # the same version: only what it gained since is added
+        (row,) = ro.rungs()
+        assert (row["val_loss"], row["energy_j"], row["failed_reason"]) == (2.5, None, None)
+        assert ro.finetunes() == [] and ro.finetune_scaling() == []
+        assert ro.study()["model"] is None
+    assert dump(folder) == before

@@ -61,17 +61,19 @@ class Interrupt(Exception):
 
 
 def test_resume_after_interruption_reproduces_the_uninterrupted_run(task, tmp_path):
-    spec = parse_spec(tiny_spec(train={"checkpoint_every": 40, "tokens": 40_000}))
+    # 50 steps, evaluated at 25 and 50: the resumed run evaluates again at 25 from its restart.
+    spec = parse_spec(tiny_spec(train={"checkpoint_every": 20, "tokens": 12_800}))
     plan = _plan(spec)
+    assert plan.steps == 50
     full = _train(plan, task, spec, tmp_path / "a")
 
     def stop_at(step, loss):
-        if step == 95:  # after the checkpoint of step 80, mid-way to the next
+        if step == 30:  # after the checkpoint of step 20, mid-way to the next
             raise Interrupt
 
     with pytest.raises(Interrupt):
         _train(plan, task, spec, tmp_path / "b", on_progress=stop_at)
-    assert latest_checkpoint(tmp_path / "b").name == "step-00000080"
+    assert latest_checkpoint(tmp_path / "b").name == "step-00000020"
     resumed = _train(plan, task, spec, tmp_path / "b")
     assert resumed.steps == full.steps
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values(),

@@ -105,7 +105,7 @@ def test_merged_export_matches_the_adapter_model(study, tmp_path, cli):
     from scalelab.compress.load import load_rung_model
     from scalelab.finetune.load import find, load_finetune
     from scalelab.models.gpt import GPTFamily
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
 
     out = tmp_path / "merged.safetensors"
     proc = cli("export", study, "--finetune", "r1-stdlib-test-lora-r16", "--merge",

@@ -7,7 +7,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from scalelab.store import SCHEMA_VERSION, StudyStore
+from scalelab.storage import SCHEMA_VERSION, StudyStore
 
 V1_FIXTURE = Path(__file__).resolve().parents[1] / "data" / "v1_study"
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import scalelab, tiny_spec, write_spec
+from tests.helpers import scalelab, scalelab_each, tiny_spec, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 V1 = ROOT / "tests" / "data" / "v1_study"
@@ -17,14 +17,6 @@ V1 = ROOT / "tests" / "data" / "v1_study"
 def _digits(**family) -> dict:
     return tiny_spec(task={"name": "digits"}, family={"name": "mlp", **family},
                      ladder={"sizes": [1e3, 3e3]}, train={"tokens": 640})
-
-
-@pytest.fixture
-def recorded(tmp_path) -> Path:
-    """A study folder already holding a recorded (v1) study."""
-    folder = tmp_path / "study"
-    shutil.copytree(V1, folder)
-    return folder
 
 
 def _write_csv(path: Path, text: str) -> Path:
@@ -72,19 +64,40 @@ CASE_NAMES = ["no target column", "non-numeric cell", "one row", "empty folder",
               "bpe vocabulary too large"]
 
 
+def _files(folder: Path) -> dict[Path, bytes]:
+    return {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> dict[str, tuple]:
+    """Each case run in a folder of its own with --out a folder already holding a recorded
+    (v1) study (`scalelab_each`: one process each): {case: (process, needle, the recorded
+    study's files before, after)}."""
+    folders, argvs, needles, before = [], [], [], []
+    for case in CASE_NAMES:
+        folder = tmp_path_factory.mktemp("bad-input")
+        spec, needle = _cases(folder)[case]
+        if spec["family"].get("name") not in (None, "gpt"):
+            spec["family"].pop("block_size", None)
+        recorded = folder / "study"
+        shutil.copytree(V1, recorded)
+        folders.append(folder)
+        argvs.append(["run", write_spec(folder / "spec.yaml", spec), "--out", recorded])
+        needles.append(needle)
+        before.append(_files(recorded))
+    procs = scalelab_each(*argvs, cwd=folders)
+    return {case: (proc, needle, files, _files(folder / "study"))
+            for case, proc, needle, files, folder
+            in zip(CASE_NAMES, procs, needles, before, folders, strict=True)}
+
+
 @pytest.mark.parametrize("case", CASE_NAMES)
-def test_bad_input_is_one_line_and_changes_nothing(case, tmp_path, recorded):
-    spec, needle = _cases(tmp_path)[case]
-    if spec["family"].get("name") not in (None, "gpt"):
-        spec["family"].pop("block_size", None)
-    path = write_spec(tmp_path / "spec.yaml", spec)
-    before = {p.relative_to(recorded): p.read_bytes() for p in recorded.rglob("*") if p.is_file()}
-    proc = scalelab("run", path, "--out", recorded, cwd=tmp_path)
+def test_bad_input_is_one_line_and_changes_nothing(case, refused):
+    proc, needle, before, after = refused[case]
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert needle.lower() in lines[0].lower(), lines[0]
-    after = {p.relative_to(recorded): p.read_bytes() for p in recorded.rglob("*") if p.is_file()}
     assert after == before
 
 
@@ -110,8 +123,8 @@ def test_corrupt_v1_database_is_one_line_and_left_as_is(tmp_path):
     data = bytearray(db.read_bytes())
     data[100:4096] = b"\x13" * (4096 - 100)  # scribble over the schema pages
     db.write_bytes(bytes(data))
-    for command in (["report", folder], ["compress", folder, "--methods", "fp16"]):
-        proc = scalelab(*command, cwd=tmp_path)
+    for proc in scalelab_each(["report", folder], ["compress", folder, "--methods", "fp16"],
+                              cwd=tmp_path):
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import cli_env, scalelab, write_spec
+from tests.helpers import cli_env, scalelab, scalelab_each, write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "isoflop-pycode.yaml"
@@ -101,26 +101,41 @@ def test_kill_9_mid_branch_resumes_to_the_uninterrupted_losses(study, tmp_path):
         [(r["rung"], r["val_loss"], r["train_loss"]) for r in study["rungs"]]
 
 
-@pytest.mark.parametrize("ladder, says", [
+BAD_ISOFLOP = [
     ({"points": 2}, "3 or more points"),
     ({"budgets": [3.0e9, 1.0e9, 1.0e10]}, "budgets must be increasing"),
     ({"budgets": [1.0e6, 1.0e9, 1.0e10]}, "budget 1e+06 FLOPs is too small for size"),
-])
-def test_bad_isoflop_input_is_one_line_exit_2_and_writes_nothing(tmp_path, ladder, says):
-    out = tmp_path / "never"
-    proc = scalelab("run", shrunken(tmp_path, **ladder), "--out", out, cwd=tmp_path)
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> list[tuple]:
+    """Each BAD_ISOFLOP ladder, then a grid ladder with one D, run in a folder of its own
+    (`scalelab_each`: one process each): (process, its --out folder) in that order."""
+    folders = [tmp_path_factory.mktemp("bad-two-axis") for _ in range(len(BAD_ISOFLOP) + 1)]
+    argvs = [["run", shrunken(f, **ladder), "--out", f / "never"]
+             for f, (ladder, _) in zip(folders, BAD_ISOFLOP, strict=False)]
+    grid = yaml.safe_load(shrunken(folders[-1]).read_text())
+    grid["ladder"] = {"sizes": [3.0e3, 1.2e4], "tokens": [40_000]}
+    argvs.append(["run", write_spec(folders[-1] / "grid.yaml", grid), "--out",
+                  folders[-1] / "never"])
+    procs = scalelab_each(*argvs, cwd=folders)
+    return [(proc, f / "never") for proc, f in zip(procs, folders, strict=True)]
+
+
+@pytest.mark.parametrize("ladder, says", BAD_ISOFLOP)
+def test_bad_isoflop_input_is_one_line_exit_2_and_writes_nothing(refused, ladder, says):
+    proc, out = refused[BAD_ISOFLOP.index((ladder, says))]
     assert proc.returncode == 2, proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and says in lines[0], proc.stderr
     assert not out.exists()
 
 
-def test_a_grid_with_one_d_is_refused_as_two_axis(tmp_path):
-    spec = yaml.safe_load(shrunken(tmp_path).read_text())
-    spec["ladder"] = {"sizes": [3.0e3, 1.2e4], "tokens": [40_000]}
-    proc = scalelab("run", write_spec(tmp_path / "grid.yaml", spec), "--out", tmp_path / "g")
+def test_a_grid_with_one_d_is_refused_as_two_axis(refused):
+    proc, out = refused[-1]
     assert proc.returncode == 2 and "2 or more D values" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and not (tmp_path / "g").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ BOOT = 100
 
 def store_study(folder, rows: list[dict]):
     """A study folder holding `rows` as finished rungs (no spec: its ladder is read off them)."""
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
 
     with StudyStore.create_or_open(folder) as store:
         store.add_rungs([{"rung": i, "family": "gpt", "shape": {}, "target_n": r["n_nonembed"],

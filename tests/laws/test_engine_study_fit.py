@@ -19,7 +19,7 @@ NOISE = (0.03, 0.02, 0.004, 0.004, 0.003)
 def _study(folder) -> dict:
     """A one-axis study of 5 sizes x 3 seeds, with its spec, its rungs and its stored fits."""
     from scalelab.spec import parse_spec
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
     from scalelab.study import fit_rungs
 
     spec = tiny_spec(ladder={"sizes": list(SIZES), "repeats": 3}, fit={"bootstrap": 60})

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from scalelab.cli.laws import holdout_lines
+from scalelab.cli.laws_output import holdout_lines
 from scalelab.cli.study import fit_lines
 from scalelab.laws import Law, fit_study_power, holdout
 from scalelab.laws.plots import fit_figure

@@ -181,7 +181,7 @@ def test_bad_input_is_one_line(rows, message):
 def _study(folder, rows: list[dict]):
     """A study folder holding `rows` as finished rungs (budget and epochs in each plan, where a
     two-axis ladder keeps them)."""
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
 
     with StudyStore.create_or_open(folder) as store:
         store.add_rungs([{"rung": i, "family": "gpt", "shape": {}, "target_n": r["n_nonembed"],

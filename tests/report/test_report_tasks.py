@@ -190,7 +190,7 @@ def test_old_holdout_without_x_sits_at_the_largest_finished_rung():
 
 
 def test_real_v1_study_database_renders(tmp_path):
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
     from scalelab.study import build_summary
 
     folder = tmp_path / "v1"

@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pytest
 
-from tests.helpers import scalelab, tiny_spec, write_spec
+from tests.helpers import scalelab, scalelab_each, tiny_spec, write_spec
 
 TRIALS = 4
 SIZES = [3.0e3, 1.2e4, 3.0e4, 6.0e4]
@@ -110,10 +110,24 @@ def test_a_rerun_resumes_without_new_trials(tuned):
     assert json.loads((folder / "tune.json").read_text())["rule"] == rule
 
 
-@pytest.mark.parametrize("tune", [None, {"trials": 3}])
-def test_a_spec_without_a_search_space_is_one_line(tmp_path, tune):
-    spec = _spec(tmp_path, **({} if tune is None else {"tune": tune}))
-    proc = scalelab("tune", spec, "--out", tmp_path / "s")
+NO_SEARCH_SPACE = [None, {"trials": 3}]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> list[tuple]:
+    """`scalelab tune` on a spec without a tune section and on one without a search space
+    (`scalelab_each`: one process each): (process, its --out folder) in that order."""
+    folders = [tmp_path_factory.mktemp("no-space") for _ in NO_SEARCH_SPACE]
+    specs = [_spec(f, **({} if tune is None else {"tune": tune}))
+             for f, tune in zip(folders, NO_SEARCH_SPACE, strict=True)]
+    procs = scalelab_each(*[["tune", spec, "--out", f / "s"]
+                            for spec, f in zip(specs, folders, strict=True)])
+    return [(proc, f / "s") for proc, f in zip(procs, folders, strict=True)]
+
+
+@pytest.mark.parametrize("tune", NO_SEARCH_SPACE)
+def test_a_spec_without_a_search_space_is_one_line(refused, tune):
+    proc, out = refused[NO_SEARCH_SPACE.index(tune)]
     assert proc.returncode == 2
     assert "no search space" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "s").exists()
+    assert not out.exists()

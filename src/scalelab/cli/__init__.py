@@ -5,7 +5,7 @@
 
 import sys
 
-from scalelab.cli import compress, finetune, laws, study, tune  # noqa: F401  (registers commands)
+from scalelab.cli import catalog, compress, finetune, laws, plan, study, tune  # noqa: F401  (registers)
 from scalelab.cli.app import app
 from scalelab.errors import UserError
 

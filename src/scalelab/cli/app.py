@@ -3,6 +3,8 @@
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import StrEnum
+from importlib import metadata
 
 import typer
 from rich.console import Console
@@ -24,13 +26,39 @@ console = (Console() if Console().is_terminal or os.environ.get("COLUMNS", "").i
 err_console = Console(stderr=True)
 
 
-def check_device(device: str | None) -> None:
-    """`--device`: one line and exit code 2 for anything but auto, cpu or cuda (None: the
-    spec's own)."""
+def _version(show: bool) -> None:
+    if show:
+        print(f"scalelab {metadata.version('scalelab')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="print the installed version and exit")) -> None:
+    """Train a ladder of models, fit scaling laws, compress, and pick the model to ship."""
+
+
+def choices(options: type[StrEnum]) -> str:
+    """The values of a choice for messages and help: "auto, cpu or cuda"."""
+    values = [m.value for m in options]
+    return ", ".join(values[:-1]) + f" or {values[-1]}" if len(values) > 1 else values[0]
+
+
+def check_choice(option: str, value: str | None, options: type[StrEnum]) -> None:
+    """A choice option given as text: one line and exit code 2 for a value not among `options`
+    (None: not given). Typer's own choice check would print a usage panel instead of the one
+    line every other bad input gets."""
     from scalelab.errors import UserError
 
-    if device is not None and device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
+    if value is not None and value not in {m.value for m in options}:
+        raise UserError(f"{option} must be {choices(options)}, got {value!r}")
+
+
+def check_device(device: str | None) -> None:
+    """`--device`: one of `spec.Device` (None: the spec's own)."""
+    from scalelab.spec import Device
+
+    check_choice("--device", device, Device)
 
 
 @contextmanager

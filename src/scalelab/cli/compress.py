@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from scalelab.cli.app import app, check_device, console, named_progress
-from scalelab.cli.study import MLFLOW_OPTION
+from scalelab.cli.study import ADDRESS_OPTION, MLFLOW_OPTION
 from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
 from scalelab.errors import UserError
 
@@ -43,6 +43,9 @@ Methods ({SYNTAX}):
 
 A method that does not apply to the study's family or task is an error. Without
 --methods: those of {", ".join(DEFAULT_METHODS)} that apply.
+
+Each variant is a job of the executor, as a rung is in `scalelab run`: --executor ray makes \
+them side by side as Ray tasks, and --mlflow mirrors each one as a child run of the study's.
 
 Example:
 
@@ -114,14 +117,18 @@ def compress(
         None, "--methods", help="comma-separated methods (see above) [default: the default "
                                 "methods that apply to the study]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (variants one after another in this process) or ray "
+        "(each variant a Ray task; on a cluster the study folder must be one every node mounts)"),
+    address: str | None = ADDRESS_OPTION,
     mlflow: str | None = MLFLOW_OPTION,
 ) -> None:
     import torch
 
-    from scalelab.cli.study import mirrors
+    from scalelab.cli.study import execute_options, incomplete_is_exit_1, mirrors, outputs_kept
     from scalelab.compress import compress_study, plan_compress
-    from scalelab.store import StudyStore
-    from scalelab.study import write_outputs
+    from scalelab.storage import StudyStore
+    from scalelab.study import use_executor, write_outputs
     from scalelab.train.measure import resolve_device
 
     check_device(device)
@@ -140,14 +147,18 @@ def compress(
         torch.set_num_threads(spec.measure.threads)
     observers = mirrors(mlflow, spec.name)
 
-    with StudyStore.create_or_open(folder) as store:
+    with use_executor(None, execute_options(executor, address, None), spec) as ex, \
+            StudyStore.create_or_open(folder) as store, incomplete_is_exit_1():
         plan = plan_compress(store.rungs(), rung, methods, family.name, task.objective)
-        with named_progress() as on_progress:
+        for observer in observers:  # each variant a child run of the study's MLflow run
+            observer.on_study(store.folder, study["spec"])
+        with named_progress() as on_progress, outputs_kept(store):
             records = compress_study(store, spec, task, family, dev, plan=plan,
                                      on_event=lambda msg: console.print(msg),
-                                     on_progress=on_progress, redo=True)
+                                     on_progress=on_progress, redo=True, executor=ex,
+                                     observers=observers)
         summary = write_outputs(store)
-    for observer in observers:  # the variants, fits and report into the study's MLflow run
+    for observer in observers:  # the fits and report into the study's MLflow run
         observer.on_outputs(store.folder, summary)
     console.print(variant_table(summary, [r.name for r in records]))
     console.print(f"report: {Path(folder) / 'report.html'}")
@@ -208,7 +219,7 @@ def recommend(
                              "[default: the study's own task]"),
 ) -> None:
     from scalelab.select import recommend as choose
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
     from scalelab.study import build_summary
 
     with StudyStore.open_readonly(folder) as store:
@@ -269,7 +280,7 @@ def export(
         export_onnx,
         max_abs_logit_diff,
     )
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
 
     with StudyStore.open_readonly(folder) as store:
         _study, spec = _study_spec(store)
@@ -325,7 +336,7 @@ def _export_finetune(folder: Path, name: str, merge: bool, onnx: Path | None,
     from scalelab.finetune.load import find, load_finetune
     from scalelab.finetune.second_task import SecondTask, build_task
     from scalelab.models.base import get_family
-    from scalelab.store import StudyStore
+    from scalelab.storage import StudyStore
     from scalelab.train.checkpoint import save_weights
 
     with StudyStore.open_readonly(folder) as store:

@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 
 from scalelab.cli.app import app, check_device, console, named_progress
+from scalelab.cli.study import ADDRESS_OPTION, MLFLOW_OPTION
 from scalelab.errors import UserError
 from scalelab.finetune.methods import DEFAULT_METHODS
 from scalelab.finetune.second_task import ON_HELP
@@ -39,7 +40,10 @@ The second task (--on): {ON_HELP}. The default is this Python's standard-library
 folder (.py files, byte-level), which the default study left out of its training data.
 
 Running the same command again resumes: finished fine-tunes are kept, an interrupted one \
-continues from its last checkpoint; --redo makes them again.
+continues from its last checkpoint; --redo makes them again. Each fine-tune is a job of the \
+executor, as a rung is in `scalelab run`: --executor ray trains them side by side as Ray \
+tasks, and --mlflow mirrors each one (its curve by step, its measurements) as a child run of \
+the study's.
 
 Examples:
 
@@ -109,13 +113,20 @@ def finetune(
                                "[default: 25% of the smallest chosen rung's D]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     redo: bool = typer.Option(False, "--redo", help="make stored fine-tunes again"),
+    executor: str = typer.Option(
+        "local", "--executor", help="local (fine-tunes one after another in this process) or "
+        "ray (each fine-tune a Ray task, retried from its checkpoint if its worker dies; on a "
+        "cluster the study folder must be one every node mounts)"),
+    address: str | None = ADDRESS_OPTION,
+    mlflow: str | None = MLFLOW_OPTION,
 ) -> None:
     import torch
 
+    from scalelab.cli.study import execute_options, incomplete_is_exit_1, mirrors, outputs_kept
     from scalelab.finetune.driver import run_finetunes
     from scalelab.finetune.plan import plan_finetune
-    from scalelab.store import StudyStore
-    from scalelab.study import write_outputs
+    from scalelab.storage import StudyStore
+    from scalelab.study import use_executor, write_outputs
     from scalelab.train.measure import resolve_device
 
     check_device(device)
@@ -137,13 +148,19 @@ def finetune(
                   f"files, {(plan.jobs[0].plan.D if plan.jobs else plan.D):,} "
                   f"{plan.task.unit}s per fine-tune; "
                   f"{len(plan.jobs)} to train, {len(plan.kept)} kept")
-    with StudyStore.create_or_open(folder) as store:
+    observers = mirrors(mlflow, plan.spec.name)
+    with use_executor(None, execute_options(executor, address, None), plan.spec) as ex, \
+            StudyStore.create_or_open(folder) as store, incomplete_is_exit_1():
         # Re-plan under the lock: another process may have changed the study in between.
         plan = plan_finetune(folder, store.study(), store.rungs(), store.finetunes(), **args)
-        with named_progress() as on_progress:
+        for observer in observers:  # each fine-tune a child run of the study's MLflow run
+            observer.on_study(store.folder, store.study()["spec"])
+        with named_progress() as on_progress, outputs_kept(store):
             records = run_finetunes(store, plan, dev, on_event=lambda m: console.print(m),
-                                    on_progress=on_progress)
+                                    on_progress=on_progress, executor=ex, observers=observers)
         summary = write_outputs(store)
+    for observer in observers:  # the report into the study's MLflow run
+        observer.on_outputs(store.folder, summary)
     console.print(finetune_table(records))
     for a in summary.get("finetune_scaling") or []:
         if a["task"] == plan.second.slug:

@@ -17,7 +17,8 @@ from scalelab.cli.app import app, check_device, console, err_console
 from scalelab.errors import UserError
 from scalelab.execute.base import BaseObserver
 from scalelab.spec import EXAMPLE_SPEC, base_note, load_spec, preset_spec, quick_spec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
+from scalelab.tasks import declared_metrics
 from scalelab.values import finite, fmt_bytes, fmt_count, fmt_seconds, fmt_spec
 
 # The study modules import torch (seconds); they are imported inside the commands that need
@@ -46,8 +47,8 @@ def _columns(summary: dict) -> tuple[str, list[tuple[str, str]]]:
     per byte for byte-level text, error rate for classifiers, RMSE for regression."""
     corpus = summary["study"].get("corpus") or {}
     metrics = corpus.get("metrics") or ["bpb"]
-    quality = [(f"val_{m}", label) for m, label in
-               (("bpb", "bits/byte"), ("error", "error"), ("rmse", "RMSE")) if m in metrics]
+    quality = [(m.column, m.short) for m in declared_metrics()
+               if m.name in metrics and m.complement is None]
     return corpus.get("unit") or "byte", quality
 
 
@@ -58,12 +59,12 @@ def _cells(r: dict, quality: list[tuple[str, str]], wide: bool) -> dict[str, str
     mfu = finite(r.get("mfu"))
     return {
         "rung": str(r["rung"]), "status": str(r["status"]), "N": count(r["n_nonembed"]),
-        "shape": r.get("describe") or "-", "D": count(r.get("D", r.get("tokens"))),
+        "shape": r.get("describe") or "-", "D": count(r["D"]),
         "val loss": fmt_spec(r["val_loss"], ".4f", dash="-"),
         **{label: fmt_spec(r.get(key), ".4f", dash="-") for key, label in quality},
         "train loss": fmt_spec(r.get("train_loss"), ".4f", dash="-"),
         "FLOPs": fmt_count(r["flops"], "-"), "time": fmt_seconds(r["train_seconds"], "-"),
-        "D/s": fmt_count(r.get("units_per_s", r.get("tokens_per_s")), "-"),
+        "D/s": fmt_count(r["units_per_s"], "-"),
         "MFU": "-" if mfu is None else f"{100 * mfu:.1f}%",
         "lat b1 ms": fmt_spec(r["latency_ms"].get("1"), ".3g", dash="-"),
         "weights": (fmt_spec(r["checkpoint_bytes"], ",d", dash="-") if wide
@@ -321,7 +322,8 @@ class ResumeNote(BaseObserver):
         self.resume_dirs: dict[int, Path] = {}
 
     def on_jobs(self, jobs: list) -> None:
-        self.resume_dirs.update({j.plan.rung: Path(j.resume_dir) for j in jobs})
+        self.resume_dirs.update({j.plan.rung: Path(j.resume_dir) for j in jobs
+                                 if j.kind == "rung"})
 
     def line(self, folder: Path) -> str:
         """One line: the rungs finished and kept, where unfinished ones resume, what to do."""
@@ -357,6 +359,18 @@ def interrupted_is_exit_130(folder: Path, note: ResumeNote) -> Iterator[None]:
     except KeyboardInterrupt:
         err_console.print(note.line(folder), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def outputs_kept(store: StudyStore) -> Iterator[None]:
+    """Jobs that could not all finish (StudyIncomplete): the outputs still show what did."""
+    from scalelab.study import StudyIncomplete, write_outputs
+
+    try:
+        yield
+    except StudyIncomplete:
+        write_outputs(store)
+        raise
 
 
 @contextmanager

@@ -3,13 +3,14 @@
 A registry of methods (`base.REGISTRY`: int8, fp16, bf16, prune, sparse, lowrank, distill), each
 an object that says which families and task objectives it applies to and makes, describes and
 restores its variants. One job per module, imports pointing down the flow (compress imports
-tasks, models, records, train, store; never study, report or cli):
+tasks, models, records, train, execute, store; never study, report or cli):
 
     methods.py    parsing of method strings (pure: no torch, no stage)
     base.py       the method protocol, Context (what a method gets), Built (what it returns),
                   Support, the registry (get_method, check_supported, applicable)
     plan.py       plan_compress: the checked plan against the study's rows (before any write)
-    driver.py     compress_study: make -> measure (train.measure.measure_model) -> record
+    driver.py     compress_study: one executor job per variant, each recorded as it ends
+    job.py        one variant as a job: make -> measure (train.measure.measure_model)
     load.py       load_rung_model, load_variant (through the family and the method's restore)
     recover.py    the `+ft` recovery fine-tune (train_rung(model=...)) and saving smaller models
     latency.py    the one flattening of latency dicts (medians) and speedups

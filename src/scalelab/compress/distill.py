@@ -45,15 +45,16 @@ ALPHA = 0.5  # weight of the soft-target term; 1 - ALPHA on the task's hard loss
 OBJECTIVES = ("lm", "classification")
 
 
-def distill_loss(teacher: nn.Module, task: Task, temperature: float = TEMPERATURE,
-                 alpha: float = ALPHA) -> LossFn:
-    """The training loss of a student of `teacher` (see the module docstring)."""
+def distill_loss(teacher: nn.Module, task: Task, precision: str,
+                 temperature: float = TEMPERATURE, alpha: float = ALPHA) -> LossFn:
+    """The training loss of a student of `teacher` (see the module docstring); the teacher
+    runs under the autocast rule of `precision`, the student's own."""
     teacher = copy.deepcopy(teacher).eval()  # frozen copy: the caller's model stays trainable
     for p in teacher.parameters():
         p.requires_grad_(False)
 
     def loss_fn(logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(x.device):
+        with torch.no_grad(), autocast(x.device, precision):
             t_logits = teacher(x)
         s = logits.float().reshape(-1, logits.size(-1))
         t = t_logits.float().reshape(-1, t_logits.size(-1))
@@ -90,7 +91,7 @@ def train_student(
     on_progress: Callable[[int, float], None] | None = None,
 ) -> tuple[TrainOutcome, dict]:
     """Train `plan`'s shape under `teacher`; returns (outcome, extra facts for the variant)."""
-    inner = distill_loss(teacher.to(device), task)
+    inner = distill_loss(teacher.to(device), task, t.precision)
     seen = hashlib.sha256()
     counted = [0]
 

@@ -80,7 +80,7 @@ def plan_compress(rungs: Sequence[dict], rung: str | int = "largest",
     parsed = parse_methods(list(DEFAULT_METHODS) if methods is None else methods)
     target = choose_rung(rungs, rung)
     done = done_rungs(rungs)
-    family = family or target.get("family") or "gpt"  # v1 rows without a family are GPTs
+    family = family or target["family"]
     smaller = [r for r in done if r["n_nonembed"] < target["n_nonembed"]]
     if methods is None:
         parsed = [m for m in applicable(parsed, family, objective)

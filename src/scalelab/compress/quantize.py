@@ -40,6 +40,18 @@ at run time).
 Casts on float inputs: a model cast to fp16/bf16 gets float32 images or vectors from the task;
 the variant runs as `CastInputs(model)`, which casts floating inputs to the weights' dtype at the
 entry (token ids pass unchanged). Only the weights are saved, so the file is the cast model's.
+
+Casts on a CPU without a oneDNN kernel for their dtype (`cpu_kernel`; fp16 needs AVX512-FP16 or
+AMX-FP16, which many x86 CPUs lack) run PyTorch's generic matmul, which converts every element to
+fp32: measured on a 2-core AMD EPYC (AVX-512 and AVX512-BF16, no AVX512-FP16) with a 99,690-
+parameter MLP at 1 thread, fp16 took 0.65 ms at batch 32 against fp32's 0.15 and bf16's 0.18. In
+three `compress` runs on the idle machine its batch-32 latency came out 0.98, 0.65 and 0.95 ms
+(the base rung's, timed right before, 0.151, 0.152 and 0.256); in 15 rounds on the loaded machine
+(load average 2.4) fp16's series medians spread 1.32x (slow spells to 0.85 ms) against 1.06x for
+fp32 and bf16 series timed between them. The spells (the thread's own CPU time per call up 1.2-2x
+for ~50-100 ms) slow all three dtypes when their calls alternate one by one; fp16's series, 4x
+longer, are caught far more often. Such a variant's note says so, and fp16 is not among the
+default methods (`methods.DEFAULT_METHODS`).
 """
 
 from __future__ import annotations
@@ -76,6 +88,25 @@ class CastInputs(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x.to(self.dtype) if x.is_floating_point() else x)
+
+
+def cpu_kernel(kind: str) -> bool:
+    """Whether PyTorch has a oneDNN matmul kernel for `kind` (fp16/bf16) on this CPU; without
+    one the matmul converts every element to fp32 (see the module docstring)."""
+    name = {"fp16": "_is_mkldnn_fp16_supported", "bf16": "_is_mkldnn_bf16_supported"}[kind]
+    try:
+        return bool(getattr(torch.ops.mkldnn, name)())
+    except (AttributeError, RuntimeError):  # a torch built without oneDNN: the generic kernel
+        return False
+
+
+def cast_note(kind: str, device: torch.device) -> str:
+    """The variant's note: its dtype, and on a CPU without a kernel for it, what that means."""
+    note = f"weights stored and computed in {kind}"
+    if device.type == "cpu" and not cpu_kernel(kind):
+        note += (f"; this CPU has no {kind} matmul kernel (PyTorch converts every element to "
+                 "fp32): slower than fp32, and its latency varies between runs")
+    return note
 
 
 def cast(model: nn.Module, kind: str, path: Path) -> tuple[nn.Module, int]:
@@ -180,7 +211,7 @@ class Cast(CompressMethod):
         n, ne = ctx.counts(model)
         return Built(CastInputs(model, CAST_DTYPES[self.kind]), path, nbytes, n, ne,
                      settings={"dtype": self.kind},
-                     extra={"note": f"weights stored and computed in {self.kind}"})
+                     extra={"note": cast_note(self.kind, ctx.device)})
 
     def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
                 path: Path) -> nn.Module:
@@ -190,5 +221,5 @@ class Cast(CompressMethod):
         return model.float().eval()
 
 
-__all__ = ["CAST_DTYPES", "Cast", "CastInputs", "Int8", "cast", "int8_dynamic",
-           "linear_weight_bytes"]
+__all__ = ["CAST_DTYPES", "Cast", "CastInputs", "Int8", "cast", "cast_note", "cpu_kernel",
+           "int8_dynamic", "linear_weight_bytes"]

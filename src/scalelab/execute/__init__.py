@@ -1,4 +1,5 @@
-"""Executors: where jobs (rungs, tuning trials) train. See `base.py` for the seam."""
+"""Executors: where jobs (rungs, tuning trials, compressed variants, fine-tunes) run. See
+`base.py` for the seam."""
 
 from __future__ import annotations
 

@@ -1,12 +1,15 @@
 """The executor seam: what an executor is given (jobs and a workload), what it reports (events).
 
-An executor trains `Job`s, each one `RungPlan` (a rung of the ladder, or a tuning trial of one),
-and reports what happens as events, through a callback that runs in the driver's own thread:
+An executor runs `Job`s of three kinds: a rung of the ladder or a tuning trial of one (`rung`),
+a compressed variant of a trained rung (`variant`: made and measured), and a fine-tune of a rung
+on a second task (`finetune`: trained and measured). It reports what happens as events, through
+a callback that runs in the driver's own thread:
 
     Started      a worker took the job (its pid and host, and the step it resumes from)
     Progress     one optimizer step (its training loss), for progress bars
     Checkpoint   a resume point was written; carries the curve so far
-    Finished     the job ended: a RungResult (status done, or diverged) and its whole curve
+    Finished     the job ended: a rung's RungResult (status done, or diverged) and its whole
+                 curve, or the plain record of a variant or fine-tune, ready to be stored
     Failed       the job could not finish (its worker died more often than retries allow)
     Pruned       the driver stopped it (a tuning trial judged hopeless from its curve)
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from scalelab.records import RungPlan, RungResult
 from scalelab.spec import StudySpec, TrainSpec
@@ -31,11 +34,17 @@ if TYPE_CHECKING:
     from scalelab.tasks.base import Task
 
 
+JobKind = Literal["rung", "variant", "finetune"]
+
+
 @dataclass(frozen=True)
 class Job:
-    """One training run.
+    """One training run, or one variant made and measured.
 
-    key: unique among the jobs of one `run` ("rung-3", "rung-3/trial-5").
+    key: unique among the jobs of one `run`, its kind and name ("rung-3", "rung-3/trial-5",
+    "variant-r3-int8", "finetune-r3-stdlib-test-full").
+    plan: the rung it trains (a rung, a trial, a fine-tune's budget and seed), or for a variant
+    the rung it is made from.
     resume_dir: the folder of its resume points; a restarted job continues from the newest one,
     so it must be a folder every worker that may run the job can read and write.
     weights: where to write the final weights (a safetensors file), or None to keep none.
@@ -44,6 +53,9 @@ class Job:
     train: the training settings (a trial may checkpoint more often than the study's rungs).
     branch_saves: a WSD trunk's hand-offs, (step, resume_dir of a branch job): at each step it
     writes its state into that folder, where the branch job resumes from it (branches.py).
+    kind: which worker function runs it (`job.run_job` dispatches on it); `payload` is what
+    that function needs beyond the plan and the workload (a variant's method, a fine-tune's
+    method and its record so far), plain picklable data.
     """
 
     key: str
@@ -53,6 +65,8 @@ class Job:
     train: TrainSpec
     full: bool = True
     branch_saves: tuple[tuple[int, str], ...] = ()
+    kind: JobKind = "rung"
+    payload: Any = None
 
 
 @dataclass
@@ -81,6 +95,7 @@ class Progress:
     key: str
     step: int
     train_loss: float
+    total: int | None = None  # the steps of the loop it counts, where not the plan's own
 
 
 @dataclass(frozen=True)
@@ -93,8 +108,9 @@ class Checkpoint:
 @dataclass(frozen=True)
 class Finished:
     key: str
-    result: RungResult
+    result: RungResult | None  # a rung's; None for a variant or a fine-tune (see `record`)
     curve: list[dict] = field(default_factory=list)
+    record: dict | None = None  # a variant's or fine-tune's record, as the store takes it
 
 
 @dataclass(frozen=True)
@@ -117,6 +133,11 @@ class Pruned:
 
 Event = Started | Progress | Checkpoint | Finished | Failed | Pruned
 Emit = Callable[[Event], None]
+
+
+class StudyIncomplete(RuntimeError):  # noqa: N818 (an outcome the CLI reports, not a bug)
+    """Some jobs could not finish (their workers died more often than the retries allow, or
+    they raised). What finished is recorded; running the same command again resumes the rest."""
 
 
 class StopJob(Exception):  # noqa: N818 (a request, not an error)
@@ -178,3 +199,19 @@ class ExecuteOptions:
 
     def describe(self) -> dict[str, Any]:
         return {"executor": self.kind, "address": self.address, "storage": self.storage}
+
+
+def drive(executor: Executor, jobs: Sequence[Job], work: Workload, record: Emit,
+          observers: Sequence[Observer]) -> None:
+    """The driver's side of every run, whatever its jobs: observers hear of the jobs, then each
+    event is handed to `record` (which writes it to the study's store: this process is its only
+    writer) and, once recorded, to every observer."""
+    for observer in observers:
+        observer.on_jobs(list(jobs))
+
+    def emit(event: Event) -> None:
+        record(event)
+        for observer in observers:
+            observer.on_event(event)
+
+    executor.run(jobs, work, emit)

@@ -38,7 +38,7 @@ def link(jobs: Sequence[Job]) -> list[Job]:
 def ordered(jobs: Sequence[Job]) -> list[Job]:
     """Every job in its given order, but each trunk's branches right after the trunk (so a
     branch's hand-off exists when it starts, and lives on disk only until the branch ends)."""
-    rungs = {j.plan.rung for j in jobs}
+    rungs = {j.plan.rung for j in jobs if j.kind == "rung"}
     branches: dict[int, list[Job]] = {}
     for j in jobs:
         if is_waiting(j, rungs):
@@ -55,12 +55,13 @@ def ordered(jobs: Sequence[Job]) -> list[Job]:
 def waves(jobs: Sequence[Job]) -> list[list[Job]]:
     """The jobs in two waves for executors that run jobs side by side: first every job that
     waits for nothing, then the branches whose trunks are in the first wave."""
-    rungs = {j.plan.rung for j in jobs}
+    rungs = {j.plan.rung for j in jobs if j.kind == "rung"}
     first = [j for j in jobs if not is_waiting(j, rungs)]
     second = [j for j in jobs if is_waiting(j, rungs)]
     return [w for w in (first, second) if w]
 
 
 def is_waiting(job: Job, rungs: set[int]) -> bool:
-    """Whether the job is a branch whose trunk is among `rungs` (still to run)."""
-    return job.plan.trunk is not None and job.plan.trunk in rungs
+    """Whether the job is a branch whose trunk is among `rungs` (still to run); a variant or
+    fine-tune waits for nothing (its rung has finished)."""
+    return job.kind == "rung" and job.plan.trunk is not None and job.plan.trunk in rungs

@@ -1,16 +1,29 @@
 """One job, wherever it runs (this process or a Ray worker): train or resume it, measure it, and
 report its events. Writes checkpoint and weight files only; every number goes back as an event.
+
+`run_job` runs a job by its kind: a rung (or tuning trial) here, a variant by
+`compress.job.make_variant`, a fine-tune by `finetune.job.train_finetune`.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from pathlib import Path
 
 import torch
 
-from scalelab.execute.base import Checkpoint, Emit, Finished, Job, Progress, Started, Workload
+from scalelab.execute.base import (
+    Checkpoint,
+    Emit,
+    Finished,
+    Job,
+    JobKind,
+    Progress,
+    Started,
+    Workload,
+)
 from scalelab.planned import check_built
 from scalelab.records import RungPlan, RungResult
 from scalelab.spec import StudySpec
@@ -22,11 +35,12 @@ from scalelab.train.loop import TrainOutcome, train_rung
 
 def measure_rung(plan: RungPlan, outcome: TrainOutcome, task: Task, spec: StudySpec,
                  device: torch.device, gemm_peak: float | None) -> RungResult:
-    """Every measurement of a trained rung, by DESIGN.md's rules."""
+    """Every measurement of a trained rung, by the rules of docs/method.md ("Definitions")."""
     model = outcome.model
     m = spec.measure
     q = measure.measure_model(model, task, device, spec.train.final_eval_tokens,
-                              m.latency_batches, m.latency_repeats, train_loss=True)
+                              m.latency_batches, m.latency_repeats, spec.train.precision,
+                              train_loss=True)
     step_flops = measure.train_step_flops(model, task.example_input(plan.batch_size).to(device))
     flops = float(step_flops) * outcome.steps
     seconds = outcome.train_seconds
@@ -46,7 +60,8 @@ def measure_rung(plan: RungPlan, outcome: TrainOutcome, task: Task, spec: StudyS
 def _loss_only(outcome: TrainOutcome, task: Task, spec: StudySpec,
                device: torch.device) -> RungResult:
     """A tuning trial's result: the validation loss on the same windows a rung is judged on."""
-    val = task.evaluate(outcome.model, device, spec.train.final_eval_tokens)
+    val = task.evaluate(outcome.model, device, spec.train.final_eval_tokens,
+                        precision=spec.train.precision)
     return RungResult(status="done", D=outcome.tokens, steps=outcome.steps,
                       train_seconds=outcome.train_seconds, val_loss=val["loss"],
                       metrics={k: v for k, v in val.items() if k != "loss"})
@@ -64,9 +79,24 @@ def _saves(job: Job) -> dict[int, list[Path]]:
     return out
 
 
+# Each kind's worker function, imported when a job of that kind runs (the compression and
+# fine-tuning packages import this one).
+WORKERS: dict[JobKind, str] = {
+    "rung": "scalelab.execute.job:train_job",
+    "variant": "scalelab.compress.job:make_variant",
+    "finetune": "scalelab.finetune.job:train_finetune",
+}
+
+
 def run_job(job: Job, work: Workload, emit: Emit) -> Finished:
-    """Train (or resume) the job's rung and measure it; returns its Finished event (the caller
-    emits it, once the job's files are in place)."""
+    """Run the job by its kind's worker function; returns its Finished event (the caller emits
+    it, once the job's files are in place)."""
+    module, name = WORKERS[job.kind].split(":")
+    return getattr(importlib.import_module(module), name)(job, work, emit)
+
+
+def train_job(job: Job, work: Workload, emit: Emit) -> Finished:
+    """Train (or resume) the job's rung and measure it."""
     plan, spec = job.plan, work.spec
     check_built(work.family, plan)  # the model it is about to train is the one it planned
     device = measure.resolve_device(work.device)

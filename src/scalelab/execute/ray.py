@@ -109,7 +109,7 @@ def _remote_job(job: Job, work: Workload, queue: Any, threads: int) -> Finished:
 
     def emit(event: Event) -> None:
         if isinstance(event, Progress) and event.step % PROGRESS_EVERY \
-                and event.step != job.plan.steps:
+                and event.step != (event.total or job.plan.steps):
             return
         queue.put(event)
 

@@ -2,13 +2,14 @@
 matched budgets, and how the choice scales with N.
 
 One job per module, imports pointing down the flow (finetune imports tasks, models, records,
-train, store, compress.load and laws; never study, report or cli):
+train, execute, store, compress.load and laws; never study, report or cli):
 
     methods.py      parsing of method strings and their defaults (pure: no torch)
     second_task.py  `--on`: the second task, its default (the stdlib's test/ files), the fit check
     plan.py         plan_finetune: rungs, methods, budget, targets; every check before any write
     adapters.py     target layers, PEFT LoRA/IA3 on any family's model, new heads, counts, merge
-    driver.py       run_finetunes: load -> zero-shot -> train (train_rung) -> measure -> record
+    driver.py       run_finetunes: one executor job per fine-tune, each recorded as it goes
+    job.py          one fine-tune as a job: load -> zero-shot -> train (train_rung) -> measure
     scaling.py      laws per method, gaps to full fine-tuning with intervals, cost slopes
     load.py         a stored fine-tune back as the trained (PEFT) model and the merged one
 

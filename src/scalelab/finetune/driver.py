@@ -1,10 +1,12 @@
-"""The fine-tuning driver: for each planned (rung, method), load the rung's final weights, measure
-the zero-shot loss on the second task, train with the study's own loop, measure, save, record.
+"""The fine-tuning driver: one job of the executor per planned (rung, method), each recorded as
+its events arrive; then the second task's scaling analysis.
 
-Training is `train.loop.train_rung(model=...)`, the loop every rung trained with (AdamW, warm-up
-and cosine, clipping, divergence guard, checkpoints and resume). For LoRA and IA3 the model is the
-PEFT model: its frozen weights have `requires_grad=False`, get no gradient and no AdamW state, and
-so never change (AdamW skips parameters without a gradient, weight decay included).
+Each fine-tune is a job (`execute.base.Job`, kind `finetune`), so it runs wherever rungs run
+(this process, or a Ray worker with `--executor ray`) and observers (progress bars, the MLflow
+mirror) hear its events as they hear a rung's. The job (`job.train_finetune`) loads the rung's
+final weights, measures the zero-shot loss on the second task, trains with the study's own loop,
+measures and saves; this driver writes the record: as planned (status running) when the job
+starts, its curve at each checkpoint, and the whole record the job's Finished carries.
 
 What a fine-tune record holds (`study.db` table `finetunes`, summary.json `finetunes`):
 
@@ -40,84 +42,58 @@ What a fine-tune record holds (`study.db` table `finetunes`, summary.json `finet
 
 from __future__ import annotations
 
-import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 
-from scalelab.finetune import adapters
-from scalelab.finetune.plan import FINETUNES_DIR, FineTunePlan, Job
-from scalelab.tasks.base import EVAL_BATCH, autocast
-from scalelab.train import measure
-from scalelab.train.checkpoint import save_weights
-from scalelab.train.loop import train_rung
+from scalelab.execute import check_storage
+from scalelab.execute.base import (
+    Checkpoint,
+    Event,
+    Executor,
+    Failed,
+    Finished,
+    Job,
+    Observer,
+    Started,
+    StudyIncomplete,
+    Workload,
+    drive,
+)
+from scalelab.execute.local import LocalExecutor
+from scalelab.execute.progress import ProgressBars, ProgressFn
+from scalelab.finetune.job import FineTunePayload
+from scalelab.finetune.plan import FINETUNES_DIR, FineTunePlan
+from scalelab.finetune.plan import Job as FineTune
 
 if TYPE_CHECKING:
-    from scalelab.store import StudyStore
+    from collections.abc import Sequence
 
-ProgressFn = Callable[[str, int, int, float], None]
-WINDOW_DIGITS = 7  # significant digits kept of each window's loss
-
-
-@torch.no_grad()
-def window_losses(model: torch.nn.Module, task: Any, device: torch.device,
-                  n_units: int) -> list[float]:
-    """Mean loss of each fixed validation window (sequence) or example, in `eval_data` order;
-    their mean is the task's validation loss."""
-    was = model.training
-    model.eval()
-    xs, ys = task.eval_data(n_units, "val")
-    out: list[float] = []
-    for i in range(0, xs.size(0), EVAL_BATCH):
-        x, y = xs[i:i + EVAL_BATCH].to(device), ys[i:i + EVAL_BATCH].to(device)
-        with autocast(device):
-            logits = model(x)
-        loss = task.loss(logits, y, reduction="none").float().view(x.size(0), -1).mean(dim=1)
-        out += [float(f"{v:.{WINDOW_DIGITS}g}") for v in loss.cpu().tolist()]
-    model.train(was)
-    return out
+    from scalelab.storage import StudyStore
 
 
-def merge_check(a: torch.nn.Module, b: torch.nn.Module, task: Any, device: torch.device,
-                n: int = 16) -> dict:
-    """`adapters.merge_diff` of an adapter model and its merge on the first `n` validation
-    inputs (real data: larger logits than random inputs)."""
-    x, _ = task.eval_data(n * max(1, task.units_per_batch(1)), "val")
-    return adapters.merge_diff(a, b, x[:n].to(device))
+def _file(store: StudyStore, tune: FineTune) -> Path:
+    suffix = ".adapter.safetensors" if tune.method.peft else ".safetensors"
+    return store.folder / FINETUNES_DIR / f"{tune.name}{suffix}"
 
 
-def base_model(folder: Path, job: Job, plan: FineTunePlan, device: torch.device) -> Any:
-    """The rung's trained model (with the new head when the task needs one), on `device`."""
-    from scalelab.compress.load import load_rung_model
-
-    model = load_rung_model(folder, job.row, plan.family, device)
-    if plan.new_head:
-        adapters.replace_head(model, plan.task.io.n_outputs, job.plan.seed)
-        model.to(device)
-    return model
-
-
-def _file(store: StudyStore, job: Job) -> Path:
-    suffix = ".adapter.safetensors" if job.method.peft else ".safetensors"
-    return store.folder / FINETUNES_DIR / f"{job.name}{suffix}"
-
-
-def _base_record(job: Job, plan: FineTunePlan) -> dict:
+def planned_record(tune: FineTune, plan: FineTunePlan) -> dict:
+    """A fine-tune's record as planned (status running): what it is, before it is measured."""
     second = plan.second
     return {
-        "name": job.name, "of_rung": job.row["rung"], "task": second.slug,
-        "method": job.method.kind, "status": "running",
-        "n_params": job.row["n_params"], "n_nonembed": job.row["n_nonembed"],
-        "D": job.plan.D, "unit": job.plan.unit, "steps": job.plan.steps, "lr": job.plan.lr,
-        "settings": {**job.method.settings(), "slug": job.method.slug,
-                     "targets_resolved": job.targets.modules if job.targets else None,
-                     "feedforward": job.targets.feedforward if job.targets else None,
-                     "new_head": plan.new_head, "batch_size": job.plan.batch_size,
-                     "warmup_steps": job.plan.warmup_steps, "seed": job.plan.seed,
-                     "identity": job.identity},
+        "name": tune.name, "of_rung": tune.row["rung"], "task": second.slug,
+        "method": tune.method.kind, "status": "running",
+        "n_params": tune.row["n_params"], "n_nonembed": tune.row["n_nonembed"],
+        "D": tune.plan.D, "unit": tune.plan.unit, "steps": tune.plan.steps, "lr": tune.plan.lr,
+        "settings": {**tune.method.settings(), "slug": tune.method.slug,
+                     "targets_resolved": tune.targets.modules if tune.targets else None,
+                     "feedforward": tune.targets.feedforward if tune.targets else None,
+                     "new_head": plan.new_head, "batch_size": tune.plan.batch_size,
+                     "warmup_steps": tune.plan.warmup_steps, "seed": tune.plan.seed,
+                     "identity": tune.identity},
         "task_spec": {"spec": second.spec, "slug": second.slug,
                       "fingerprint": plan.task.fingerprint(),
                       "objective": plan.task.objective, "unit": plan.task.unit,
@@ -125,110 +101,107 @@ def _base_record(job: Job, plan: FineTunePlan) -> dict:
     }
 
 
-def run_finetunes(store: StudyStore, plan: FineTunePlan, device: torch.device, *,
-                  on_event: Callable[[str], None] | None = None,
-                  on_progress: ProgressFn | None = None) -> list[dict]:
-    """Train, measure and record every job of the plan (stored, resumable); then refit the
-    scaling analysis of the second task. Returns the task's records."""
-    say = on_event or (lambda _m: None)
+def finetune_key(name: str) -> str:
+    return f"finetune-{name}"
+
+
+def finetune_jobs(store: StudyStore, plan: FineTunePlan) -> list[Job]:
+    """A job for every planned fine-tune. A resume point is kept only for the same fine-tune
+    interrupted (stored as running, with the same identity): any other is stale."""
     stored = {s["name"]: s for s in store.finetunes()}
     folder = store.folder
-    (folder / FINETUNES_DIR).mkdir(parents=True, exist_ok=True)
-    eval_units = plan.spec.train.final_eval_tokens
-    m = plan.spec.measure
-    zero_shot: dict[int, tuple[list[float], dict]] = {}
+    jobs = []
+    for tune in plan.jobs:
+        ckpt = folder / FINETUNES_DIR / f"{tune.name}-ckpt"
+        old = stored.get(tune.name)
+        if old is None or old["status"] != "running" or \
+                (old.get("settings") or {}).get("identity") != tune.identity:
+            shutil.rmtree(ckpt, ignore_errors=True)  # a stale resume point: start afresh
+        payload = FineTunePayload(tune, plan.new_head, str(folder), str(_file(store, tune)),
+                                  planned_record(tune, plan))
+        jobs.append(Job(finetune_key(tune.name), tune.plan, str(ckpt), None,
+                        plan.train_spec(tune), kind="finetune", payload=payload))
+    return jobs
+
+
+class FineTuneRecorder:
+    """What a run of fine-tune jobs writes to the store, event by event, and the lines it says:
+    the planned record when a job starts (so an interrupted fine-tune is `running` and resumes),
+    its curve at each checkpoint, the job's whole record when it finishes."""
+
+    def __init__(self, store: StudyStore, jobs: list[Job], say: Callable[[str], None]):
+        self.store, self.say = store, say
+        self.jobs = {j.key: j for j in jobs}
+        self.records: dict[str, dict] = {}
+        self.failed: dict[str, str] = {}
+
+    def __call__(self, event: Event) -> None:
+        p: FineTunePayload = self.jobs[event.key].payload
+        name = p.tune.name
+        if isinstance(event, Started):
+            self.records[name] = dict(p.record)
+            self.store.record_finetune(self.records[name])
+            if event.from_step:
+                self.say(f"{name}: resuming from step {event.from_step}")
+        elif isinstance(event, Checkpoint):
+            self.records[name]["curve"] = event.curve
+            self.store.record_finetune(self.records[name])
+        elif isinstance(event, Finished):
+            record = event.record or {}
+            self.store.record_finetune(record)
+            self.records[name] = record
+            self._finished(p.tune, record)
+        elif isinstance(event, Failed):
+            self.failed[name] = event.error
+            self.say(f"{name}: failed: {event.error}")
+
+    def _finished(self, tune: FineTune, r: dict) -> None:
+        n = tune.row["n_params"]
+        self.say(f"{tune.name}: {tune.method.text}, {r['trainable_params']:,} trainable "
+                 f"parameters ({100 * r['trainable_params'] / n:.3g}% of {n:,}), "
+                 f"zero-shot loss {r['zero_shot_loss']:.4f}")
+        if r["status"] == "diverged":
+            self.say(f"{tune.name}: DIVERGED ({r['extra']['diverged_reason']})")
+            return
+        val = r["val_loss"]
+        self.say(f"{tune.name}: loss {r['zero_shot_loss']:.4f} -> "
+                 f"{'-' if val is None else format(val, '.4f')} in "
+                 f"{r['train_seconds']:.1f} s, {r['bytes']:,} bytes on disk")
+
+
+def run_finetunes(store: StudyStore, plan: FineTunePlan, device: torch.device, *,
+                  on_event: Callable[[str], None] | None = None,
+                  on_progress: ProgressFn | None = None,
+                  executor: Executor | None = None,
+                  observers: Sequence[Observer] = ()) -> list[dict]:
+    """Train, measure and record every job of the plan (stored, resumable) as jobs of
+    `executor` (None: this process, one after another; `observers` get their events once
+    recorded); then refit the scaling analysis of the second task. Returns the task's records.
+    A fine-tune whose job fails is StudyIncomplete, after the others are recorded and the
+    analysis refitted."""
+    say = on_event or (lambda _m: None)
     for name in plan.kept:
         say(f"{name}: already in the study, kept")
-    for job in plan.jobs:
-        ckpt = folder / FINETUNES_DIR / f"{job.name}-ckpt"
-        old = stored.get(job.name)
-        if old is None or old["status"] != "running" or \
-                (old.get("settings") or {}).get("identity") != job.identity:
-            shutil.rmtree(ckpt, ignore_errors=True)  # a stale resume point: start afresh
-        resuming = ckpt.is_dir() and any(ckpt.glob("step-*"))
-        rung = job.row["rung"]
-        model = base_model(folder, job, plan, device)
-        if rung not in zero_shot:
-            wl = window_losses(model, plan.task, device, eval_units)
-            ev = plan.task.evaluate(model, device, eval_units, "val")
-            zero_shot[rung] = (wl, ev)
-        zs_windows, zs_eval = zero_shot[rung]
-        record = _base_record(job, plan)
-        record["zero_shot_loss"] = zs_eval["loss"]
-        record["extra"] = {"zero_shot_metrics": {k: v for k, v in zs_eval.items()
-                                                 if k != "loss"},
-                           "base_val_loss": job.row.get("val_loss")}
-        record["window_losses"] = {"zero_shot": zs_windows}
-        trainee = adapters.apply_method(model, job.method, job.targets,
-                                        adapters.output_layer(model) if plan.new_head else None,
-                                        job.plan.seed)
-        trainable, total = adapters.counts(trainee)
-        record.update(trainable_params=trainable,
-                      trainable_fraction=trainable / job.row["n_params"],
-                      train_state_bytes=adapters.train_state_bytes(trainee))
-        store.record_finetune(record)
-        say(f"{job.name}: {job.method.text}, {trainable:,} trainable parameters "
-            f"({100 * trainable / job.row['n_params']:.3g}% of {job.row['n_params']:,}), "
-            f"zero-shot loss {zs_eval['loss']:.4f}" + (", resuming" if resuming else ""))
-
-        def save_curve(curve, record=record):
-            record["curve"] = [p.__dict__ for p in curve]
-            store.record_finetune(record)
-
-        progress = (None if on_progress is None else
-                    (lambda step, loss, name=job.name, total=job.plan.steps, report=on_progress:
-                     report(name, step, total, loss)))
-        with measure.PeakMemory(device) as mem:
-            outcome = train_rung(job.plan, plan.task, plan.train_spec(job), device, ckpt,
-                                 model=trainee, on_progress=progress, on_checkpoint=save_curve)
-        record["curve"] = [p.__dict__ for p in outcome.curve]
-        record.update(train_seconds=outcome.train_seconds, peak_mem_bytes=mem.peak_bytes,
-                      units_per_s=(outcome.tokens / outcome.train_seconds
-                                   if outcome.train_seconds > 0 else None))
-        if outcome.status == "diverged":
-            record.update(status="diverged")
-            record["extra"].update(diverged_step=outcome.diverged_step,
-                                   diverged_reason=outcome.diverged_reason)
-            store.record_finetune(record)
-            shutil.rmtree(ckpt, ignore_errors=True)
-            say(f"{job.name}: DIVERGED ({outcome.diverged_reason})")
-            continue
-        trained = outcome.model.eval()
-        ev = plan.task.evaluate(trained, device, eval_units, "val")
-        wl = window_losses(trained, plan.task, device, eval_units)
-        path = _file(store, job)
-        ship = adapters.merged(trained).eval()
-        if job.method.peft:
-            nbytes = adapters.save_adapter(trained, path)
-            tmp = path.with_name(f".{job.name}.merged.safetensors")
-            full_bytes = save_weights(ship, tmp)
-            tmp.unlink(missing_ok=True)
-            diff = merge_check(trained, ship, plan.task, device)
-        else:
-            nbytes = full_bytes = save_weights(trained, path)
-            diff = {"float64": None, "float32": None}
-        lat = measure.latencies(ship, plan.task, device, m.latency_batches, m.latency_repeats)
-        n_ship, ne_ship = plan.family.count_params(ship)
-        val = ev.pop("loss")
-        record["window_losses"]["finetuned"] = wl
-        record.update(status="done", val_loss=val if math.isfinite(val) else None, metrics=ev,
-                      bytes=nbytes, full_bytes=full_bytes, latency_ms=lat)
-        record["extra"].update(file=str(path.relative_to(folder)),
-                               merge_max_abs_diff=diff["float64"],
-                               merge_max_abs_diff_fp32=diff["float32"],
-                               shipped_n_params=n_ship, shipped_n_nonembed=ne_ship,
-                               base_bytes=job.row.get("checkpoint_bytes"),
-                               measured_on=str(device), all_params_training=total)
-        store.record_finetune(record)
-        shutil.rmtree(ckpt, ignore_errors=True)
-        say(f"{job.name}: loss {zs_eval['loss']:.4f} -> {val:.4f} in "
-            f"{outcome.train_seconds:.1f} s, {nbytes:,} bytes on disk")
+    executor = executor or LocalExecutor()
+    # Every worker writes its checkpoints and files into the study folder: it must see it.
+    check_storage(executor, store.folder / FINETUNES_DIR)
+    jobs = finetune_jobs(store, plan)
+    recorder = FineTuneRecorder(store, jobs, say)
+    bars = [ProgressBars(on_progress, {j.key: j.payload.tune.name for j in jobs})] \
+        if on_progress is not None else []
+    work = Workload(plan.task, plan.family, plan.spec, str(device), None)
+    drive(executor, jobs, work, recorder, [*observers, *bars])
     from scalelab.finetune.scaling import analyse
 
     analysis = analyse(store.finetunes(windows=True), plan.second.slug,
                        bootstrap=plan.spec.fit.bootstrap, seed=plan.spec.fit.seed)
     store.set_finetune_scaling(plan.second.slug, analysis)
+    if recorder.failed:
+        first = next(t.name for t in plan.jobs if t.name in recorder.failed)
+        raise StudyIncomplete(f"{len(recorder.failed)} fine-tune(s) did not finish ({first}: "
+                              f"{recorder.failed[first]}); the others are recorded, rerun the "
+                              "same command to resume")
     return [f for f in store.finetunes() if f["task"] == plan.second.slug]
 
 
-__all__ = ["merge_check", "run_finetunes", "window_losses"]
+__all__ = ["finetune_jobs", "run_finetunes"]

@@ -17,6 +17,14 @@ the records a study stores, and `scalelab fit` gives the same for a study folder
     rows = two_axis_rows("runs.csv", x=["params", "tokens"])   # IsoFLOP budgets recovered
     (record,) = fit_ladder(rows, two_axis=True)                  # the fit.json of `scalelab fit`
 
+The whole of `scalelab fit`, `predict` and `optimal` (`laws.fitfile`, `laws.answers`)::
+
+    from scalelab.laws import FitOptions, fit_runs, optimal_rows, predict_rows
+    result = fit_runs("runs.csv", FitOptions(x=["N"], profile=True))  # a CSV or a study folder
+    result.to_dict()                     # the fit.json of `scalelab fit`; result.write(path)
+    predict_rows(result.to_dict(), x=[1e9]).rows
+    optimal_rows("fit.json", [5.76e23]).rows   # a fit.json, a CSV over N and D, or a study
+
 Which law answers is chosen by an inner holdout (`laws.selection`): every candidate fitted
 without the largest fitted size or budget and judged on it; the record keeps each candidate's
 inner and outer holdout under "candidates".
@@ -30,8 +38,17 @@ comes from repeats of a size (`repeat_noise`: seeds or folds), which also weigh 
 (`Law.fit(X, y, sample_weight)`), or from the residuals (`residual_noise`).
 """
 
+from scalelab.laws.answers import (
+    Allocation,
+    PredictionTable,
+    budgets_for,
+    optimal_rows,
+    predict_rows,
+    read_fit,
+)
 from scalelab.laws.engine import fit_ladder, two_axis_rows
 from scalelab.laws.fit import Law, Prediction
+from scalelab.laws.fitfile import FitOptions, FitResult, fit_runs
 from scalelab.laws.forms import FORMS, Form, get_form
 from scalelab.laws.noise import repeat_noise, residual_noise
 from scalelab.laws.optimal import frontier, optimal_allocation
@@ -42,14 +59,20 @@ from scalelab.records import FitRecord, Holdout
 
 __all__ = [
     "FORMS",
+    "Allocation",
+    "FitOptions",
     "FitRecord",
+    "FitResult",
     "Form",
     "Holdout",
     "Law",
     "Prediction",
+    "PredictionTable",
+    "budgets_for",
     "compare_forms",
     "extrapolation_profile",
     "fit_ladder",
+    "fit_runs",
     "fit_study_power",
     "fit_study_record",
     "frontier",
@@ -58,7 +81,10 @@ __all__ = [
     "horizon_text",
     "leave_one_size_out",
     "optimal_allocation",
+    "optimal_rows",
     "predict_band",
+    "predict_rows",
+    "read_fit",
     "repeat_noise",
     "residual_noise",
     "size_groups",

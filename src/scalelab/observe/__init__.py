@@ -1,1 +1,2 @@
-"""Observers of a study's events (DESIGN.md): mirrors to trackers, never the record."""
+"""Observers of a study's events (docs/method.md, "The flow of a study"): mirrors to trackers,
+never the record."""

@@ -1,10 +1,14 @@
 """A mirror of a study in MLflow: an export for the tracker people already use, never the record
 (study.db is). One MLflow run per study folder (its spec as params, its fits as metrics, report.html
-and summary.json as artifacts) with a child run per job (a rung, a tuning trial: its plan as
-params, its curve by step, its final measurements) and per variant.
+and summary.json as artifacts) with a child run per job: a rung or a tuning trial (its plan as
+params, its curve by step, its final measurements), a compressed variant (its method and
+settings, its measurements) and a fine-tune (its method and budget, its curve by step, its
+measurements). Variants and fine-tunes are jobs of the executor like rungs, so their runs follow
+their events as they happen; a variant or fine-tune made before the mirror was on gets its run
+from the study's record when its outputs are written.
 
-Runs are found again by tags (`scalelab.study`, `scalelab.kind`, and `scalelab.job` or
-`scalelab.variant`), so a resumed
+Runs are found again by tags (`scalelab.study`, `scalelab.kind`, and `scalelab.job`,
+`scalelab.variant` or `scalelab.finetune`), so a resumed
 or repeated command adds to the same runs instead of making new ones, and a step already logged is
 not logged twice. If MLflow cannot be reached the study goes on: the mirror says so once and stops
 mirroring. A URI whose scheme MLflow does not know is bad input (UserError) before anything runs.
@@ -44,6 +48,10 @@ RUNG_METRICS = ("val_loss", "train_loss", "val_bpb", "val_error", "val_accuracy"
 RUNG_PARAMS = ("n_params", "n_nonembed", "D", "unit", "steps", "batch_size", "lr",
                "warmup_steps", "seed", "repeat", "describe")
 END_STATUS = {Finished: "FINISHED", Failed: "FAILED", Pruned: "KILLED"}
+VARIANT_METRICS = ("val_loss", "bytes", "n_params", "n_nonembed", "peak_mem_bytes")
+FINETUNE_METRICS = ("val_loss", "zero_shot_loss", "trainable_params", "trainable_fraction",
+                    "bytes", "full_bytes", "train_seconds", "units_per_s", "peak_mem_bytes",
+                    "train_state_bytes")
 
 
 def tracking_uri(uri: str) -> tuple[str, str | None]:
@@ -102,6 +110,7 @@ class MlflowMirror(BaseObserver):
         self.client: Any = None
         self.parent: str | None = None
         self.runs: dict[str, str] = {}  # job key -> run id
+        self.children: dict[str, tuple[str, str]] = {}  # job key -> (kind, name): not a rung's
         self.logged: dict[str, int] = {}  # run id -> last curve step logged
         store_uri, self.artifacts = tracking_uri(uri)
         try:
@@ -178,6 +187,9 @@ class MlflowMirror(BaseObserver):
         from mlflow.entities import Param
 
         for job in jobs:
+            if job.kind != "rung":  # its params once made (a variant's settings) or finished
+                self.children[job.key] = (job.kind, job.key.removeprefix(f"{job.kind}-"))
+                continue
             run_id = self._run(job.key)
             if not self.client.get_run(run_id).data.params:
                 plan = job.plan.to_dict()
@@ -186,10 +198,18 @@ class MlflowMirror(BaseObserver):
 
     def _run(self, key: str) -> str:
         if key not in self.runs:
-            self.runs[key] = self._find_or_create(
-                {"scalelab.study": self.folder, "scalelab.kind": "job", "scalelab.job": key},
-                key, self.parent)
+            if key in self.children:
+                self.runs[key] = self._child(*self.children[key])
+            else:
+                self.runs[key] = self._find_or_create(
+                    {"scalelab.study": self.folder, "scalelab.kind": "job", "scalelab.job": key},
+                    key, self.parent)
         return self.runs[key]
+
+    def _child(self, kind: str, name: str) -> str:
+        """The run of a variant or a fine-tune, by its name."""
+        return self._find_or_create({"scalelab.study": self.folder, "scalelab.kind": kind,
+                                     f"scalelab.{kind}": name}, name, self.parent)
 
     # -- events --------------------------------------------------------------------------------
 
@@ -202,9 +222,13 @@ class MlflowMirror(BaseObserver):
         run_id = self._run(event.key)
         if isinstance(event, Started):
             self.client.update_run(run_id, status="RUNNING")
+        if isinstance(event, Finished) and event.record is not None:  # a variant, a fine-tune
+            kind = self.children[event.key][0]
+            (self._variant if kind == "variant" else self._finetune)(event.record)
+            return
         if isinstance(event, Checkpoint | Finished):
             self._curve(run_id, event.curve)
-        if isinstance(event, Finished):
+        if isinstance(event, Finished) and event.result is not None:
             self._metrics(run_id, event.result.to_dict() | {
                 f"val_{k}": v for k, v in (event.result.metrics or {}).items()})
         status = END_STATUS.get(type(event))
@@ -248,6 +272,9 @@ class MlflowMirror(BaseObserver):
             self._backfill(folder, rung)
         for variant in summary.get("variants") or []:
             self._variant(variant)
+        for tune in summary.get("finetunes") or []:
+            if tune.get("status") != "running":
+                self._finetune(tune)
         self._fits(summary.get("fits") or [])
         for name in ("report.html", "summary.json", "runs.csv", "tune.json"):
             if (folder / name).is_file():
@@ -259,7 +286,7 @@ class MlflowMirror(BaseObserver):
         resumed study): its run, params, final metrics and curve from the study's record."""
         from mlflow.entities import Param
 
-        from scalelab.store import StudyStore
+        from scalelab.storage import StudyStore
 
         key = f"rung-{rung['rung']}"
         run_id = self._run(key)
@@ -274,19 +301,33 @@ class MlflowMirror(BaseObserver):
             self.client.set_terminated(run_id, status="FINISHED")
 
     def _variant(self, v: dict) -> None:
+        """A variant's run: its method and settings, its measurements (a record as stored, or
+        summary.json's row)."""
+        self._measured(self._child("variant", v["name"]), v, ("of_rung", "method"),
+                       VARIANT_METRICS)
+
+    def _finetune(self, f: dict) -> None:
+        """A fine-tune's run: its method and budget, its curve, its measurements; a diverged
+        one ends FAILED."""
+        run_id = self._child("finetune", f["name"])
+        self._curve(run_id, f.get("curve") or [])
+        self._measured(run_id, f, ("of_rung", "task", "method", "D", "unit", "steps", "lr"),
+                       FINETUNE_METRICS, "FINISHED" if f.get("status") == "done" else "FAILED")
+
+    def _measured(self, run_id: str, record: dict, params: tuple[str, ...],
+                  metrics: tuple[str, ...], status: str = "FINISHED") -> None:
         from mlflow.entities import Param
 
-        run_id = self._find_or_create({"scalelab.study": self.folder, "scalelab.kind": "variant",
-                                       "scalelab.variant": v["name"]}, v["name"], self.parent)
-        run = self.client.get_run(run_id)
-        if not run.data.params:
-            params = {"of_rung": v["of_rung"], "method": v["method"],
-                      "settings": json.dumps(v.get("settings"))[:6000]}
-            self.client.log_batch(run_id, params=[Param(k, str(p)) for k, p in params.items()])
-        latency = {f"latency_ms_b{b}": ms for b, ms in (v.get("latency_ms") or {}).items()}
-        self._metrics(run_id, v | latency, ("val_loss", "bytes", "n_params", "n_nonembed",
-                                            "peak_mem_bytes", *latency))
-        self.client.set_terminated(run_id, status="FINISHED")
+        from scalelab import latency
+
+        if not self.client.get_run(run_id).data.params:
+            values = {k: record.get(k) for k in params} | {
+                "settings": json.dumps(record.get("settings"))[:6000]}
+            self.client.log_batch(run_id, params=[Param(k, str(p)) for k, p in values.items()])
+        lat = {f"latency_ms_b{b}": ms for b, ms in latency.medians(record.get("latency_ms"))
+               .items()}
+        self._metrics(run_id, record | lat, (*metrics, *lat))
+        self.client.set_terminated(run_id, status=status)
 
     def _fits(self, fits: list[dict]) -> None:
         values = {}

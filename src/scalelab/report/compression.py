@@ -34,6 +34,7 @@ from scalelab.report.html import esc as _e
 from scalelab.report.html import fmt_bytes
 from scalelab.report.html import fmt_spec as _fmt
 from scalelab.report.plots import section_rc, to_inline_svg
+from scalelab.tasks import declared_metrics
 from scalelab.values import finite
 
 MARKERS = {"int8": "s", "fp16": "^", "bf16": "v", "prune": "D", "sparse": "X", "lowrank": "P",
@@ -50,14 +51,14 @@ def _unit(summary: Mapping[str, Any]) -> str:
     return str(corpus.get("unit") or "token")
 
 
-# Task metrics shown beside the loss when variants recorded them (accuracy is 1 - error).
-METRIC_COLUMNS = (("error", "val error", ".2%"), ("rmse", "val RMSE", ".4g"))
-
-
 def _metric_columns(summary: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, header, format) of the task metrics the variants recorded, beside the loss:
+    not those that are a function of the loss (its change has a column) or the complement of
+    another (accuracy is 1 - error)."""
     have = {k for v in summary.get("variants") or []
             for k in ((v.get("extra") or {}).get("metrics") or {})}
-    return [c for c in METRIC_COLUMNS if c[0] in have]
+    return [(m.name, m.label, m.format) for m in declared_metrics()
+            if m.name in have and not m.of_loss and m.complement is None]
 
 
 def _law(summary: Mapping[str, Any]) -> dict | None:

@@ -27,6 +27,7 @@ from scalelab.laws.profile import fmt_ratio, horizon_text, profile_rows, within_
 from scalelab.records import FitRecord, Holdout
 from scalelab.report import plots
 from scalelab.report.plots import latency_batches, latency_of
+from scalelab.tasks import BaseTask, Metric, declared_metrics
 from scalelab.values import (
     finite,
     fmt_bytes,
@@ -104,17 +105,13 @@ def _x_label(key: str) -> str:
 
 # --------------------------------------------------------------------------- the task
 
-# What a study of each objective measures besides the loss (summary.json's `corpus.metrics`).
-_DEFAULT_METRICS = {"lm": ["bpb"], "classification": ["accuracy", "error"],
-                    "regression": ["rmse"]}
-# Quality columns of the rung table, in this order, for the metrics a task has:
-# metric -> (summary key, header, second header line, formatter).
-_METRIC_COLUMNS = {
-    "bpb": ("val_bpb", "val bits", "per byte", lambda v: fmt_num(v, 4)),
-    "error": ("val_error", "val error", "rate", fmt_pct),
-    "accuracy": ("val_accuracy", "val", "accuracy", fmt_pct),
-    "rmse": ("val_rmse", "val RMSE", "target units", lambda v: fmt_num(v, 4)),
-}
+
+def _metric_column(m: Metric) -> dict[str, Any]:
+    """A quality column of the rung table: a rate as a percentage, a number to 4 significant
+    digits (nan shown as nan: a table must not hide that a rung's metric was not finite)."""
+    fmt = fmt_pct if m.format.endswith("%") else (lambda v: fmt_num(v, 4))
+    return {"key": m.column, "head": m.label, "sub": m.unit, "fmt": fmt}
+
 # Symbols of fitted quantities in a law's formula (HTML, and Matplotlib mathtext for the plot).
 _SYMBOLS = {"val_loss": ("L", "L"), "val_error": ("err", r"\mathrm{err}")}
 
@@ -127,15 +124,12 @@ def _task_view(study: Mapping[str, Any]) -> dict[str, Any]:
     objective = str(corpus.get("objective") or "lm")
     unit = str(corpus.get("unit") or ("byte" if objective == "lm" else "example"))
     metrics = corpus.get("metrics")
-    if not isinstance(metrics, list | tuple):
-        metrics = _DEFAULT_METRICS.get(objective, [])
+    if not isinstance(metrics, list | tuple):  # what a study of its objective measured
+        metrics = [m.name for m in BaseTask.METRICS.get(objective, ())]
     metrics = [str(m) for m in metrics]
     loss_unit = {"lm": f"nats/{unit}", "classification": "nats/example",
                  "regression": "MSE, standardised target"}.get(objective, "nats")
-    columns = [
-        {"key": key, "head": head, "sub": sub, "fmt": fmt}
-        for name, (key, head, sub, fmt) in _METRIC_COLUMNS.items() if name in metrics
-    ]
+    columns = [_metric_column(m) for m in declared_metrics() if m.name in metrics]
     return {
         "objective": objective,
         "unit": unit,

@@ -8,7 +8,8 @@ A task is what a study measures quality on. It owns
   every variant is scored on identical data;
 - `loss(outputs, y, reduction)`: the training and validation loss (cross-entropy for language
   models and classifiers, mean squared error for regression);
-- `evaluate(model, device, n_units, split)`: loss plus the task's metrics (`metrics`);
+- `evaluate(model, device, n_units, split, precision)`: loss plus the task's metrics
+  (`metrics`), under the autocast rule of the study's `train.precision` (`autocast`);
 - `example_input(batch_size)`: the only source of inputs for FLOP counting, latency, ONNX export
   and int8 calibration;
 - `unit`: what D counts (byte, token or example), and `units_per_batch(batch_size)`;
@@ -37,6 +38,37 @@ EVAL_BATCH = 128  # examples (or windows) per forward pass during evaluation
 
 OBJECTIVES = ("lm", "classification", "regression")
 KINDS = ("sequence", "vector", "image")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A number a task reports beside its loss: a key of `evaluate`'s result and of a rung's
+    `metrics`, and the column `val_<name>` of summary.json and runs.csv. The report, the
+    terminal tables and the variants table read how to show it from here.
+
+    label and unit: the report's two header lines ("val error" / "rate"); short: the terminal's
+    header; format: a format spec of one value (".2%" a rate, ".4g" a number); of_loss: a
+    function of the loss (bits per byte), left out of tables that show the loss's change;
+    complement: the metric this one is 1 minus (accuracy of error), shown after it in the report
+    and left out of the compact tables."""
+
+    name: str
+    label: str
+    unit: str
+    short: str
+    format: str
+    of_loss: bool = False
+    complement: str | None = None
+
+    @property
+    def column(self) -> str:
+        return f"val_{self.name}"
+
+
+BPB = Metric("bpb", "val bits", "per byte", "bits/byte", ".4g", of_loss=True)
+ERROR = Metric("error", "val error", "rate", "error", ".2%")
+ACCURACY = Metric("accuracy", "val", "accuracy", "accuracy", ".2%", complement="error")
+RMSE = Metric("rmse", "val RMSE", "target units", "RMSE", ".4g")
 
 
 @dataclass(frozen=True)
@@ -82,7 +114,7 @@ class Task(Protocol):
              reduction: str = "mean") -> torch.Tensor: ...
 
     def evaluate(self, model: torch.nn.Module, device: torch.device, n_units: int,
-                 split: str = "val") -> dict[str, float]: ...
+                 split: str = "val", precision: str = "auto") -> dict[str, float]: ...
 
     def example_input(self, batch_size: int) -> torch.Tensor: ...
 
@@ -119,6 +151,10 @@ class BaseTask:
     bytes_per_token: float = 1.0  # lm: bytes of text per token (1 for byte-level)
     target_scale: float = 1.0  # regression: standard deviation of the raw target
     n_folds: int = 1  # k-fold cross-validation: the driver trains one model per fold
+    # The metrics `evaluate` reports, by objective (a task with metrics of its own declares them
+    # here and computes them in its `evaluate`).
+    METRICS: ClassVar[dict[str, tuple[Metric, ...]]] = {
+        "lm": (BPB,), "classification": (ACCURACY, ERROR), "regression": (RMSE,)}
 
     def fold(self, k: int) -> BaseTask:
         """The task whose validation split is fold k (tasks without folds: itself)."""
@@ -133,8 +169,7 @@ class BaseTask:
 
     @property
     def metrics(self) -> tuple[str, ...]:
-        return {"lm": ("bpb",), "classification": ("accuracy", "error"),
-                "regression": ("rmse",)}[self.objective]
+        return tuple(m.name for m in self.METRICS[self.objective])
 
     def units_per_batch(self, batch_size: int) -> int:
         if self.io.kind == "sequence":
@@ -163,8 +198,10 @@ class BaseTask:
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, device: torch.device, n_units: int,
-                 split: str = "val") -> dict[str, float]:
-        """Loss and metrics over the fixed evaluation batches of `split`."""
+                 split: str = "val", precision: str = "auto") -> dict[str, float]:
+        """Loss and metrics over the fixed evaluation batches of `split`, under the autocast
+        rule of `precision` (the study's `train.precision`), so a model is validated at the
+        precision it was trained at."""
         was_training = model.training
         model.eval()
         xs, ys = self.eval_data(n_units, split)
@@ -172,7 +209,7 @@ class BaseTask:
         for i in range(0, xs.size(0), EVAL_BATCH):
             x = xs[i : i + EVAL_BATCH].to(device)
             y = ys[i : i + EVAL_BATCH].to(device)
-            with autocast(device):
+            with autocast(device, precision):
                 out = model(x)
             total += self.loss(out, y, reduction="sum").item()
             count += y.numel()

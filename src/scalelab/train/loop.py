@@ -235,7 +235,7 @@ def train_rung(
         elapsed += time.perf_counter() - t0
 
         if at_eval:
-            val = task.evaluate(model, device, t.eval_tokens)["loss"]
+            val = task.evaluate(model, device, t.eval_tokens, precision=t.precision)["loss"]
             mean_train, stderr = interval_mean(window)
             earlier = [p.train_loss for p in curve]
             curve.append(CurvePoint(step, step * tokens_per_step, mean_train, val, lr))

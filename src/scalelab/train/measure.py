@@ -1,4 +1,5 @@
-"""Measurements by DESIGN.md's rules: validation loss, FLOPs, machine peak, latency, memory, bytes.
+"""Measurements by the rules of docs/method.md ("Definitions"): validation loss, FLOPs, machine
+peak, latency, memory, bytes.
 
 Every function takes a model and plain settings and returns plain numbers, so rungs and compressed
 variants are measured by the same code.
@@ -10,7 +11,8 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -124,27 +126,54 @@ def _timed_calls(call: Callable[[], Any], device: torch.device, repeats: int,
     return times
 
 
+# CPU latency is timed on this many threads (torch's, and so ONNX Runtime's: `export.OrtModule`
+# runs on torch's count at call time), set around each timing and restored after it, so training
+# keeps its own count. Why one, measured with benchmarks/latency_stability.py on an idle 2-core
+# machine (benchmarks/RESULTS.md): at 2 threads the same variants' speedups moved by up to 2.3x
+# between three `compress` runs, and PyTorch series of the same model had medians of 0.13 or
+# 0.25 ms (an OpenMP barrier waiting for its second thread); at 1 thread int8 and pruning agreed
+# within 2%. Models this small gain little from a second thread, and one thread is what a
+# server running one request per core gets.
+LATENCY_THREADS = 1
+
+
+@contextmanager
+def timing_threads(device: torch.device) -> Iterator[None]:
+    """Torch's thread count set to `LATENCY_THREADS` for a CPU timing and restored after it
+    (a CUDA timing keeps the process's count: its host thread only launches kernels)."""
+    before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(LATENCY_THREADS)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
 @torch.no_grad()
 def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 30,
                warmup: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict:
     """Forward latency of the batch x: median and IQR in ms of `repeats` timed calls after
-    warm-up. A series whose IQR is large against its median (`latency.UNSTABLE_IQR`, the reason
-    is there) is measured once more; the steadier series is kept, and flagged `unstable` when it
-    is still over the line (`remeasured` says a second series was taken). `clock`: seconds, a
-    monotonic clock (tests pass a fake one)."""
+    warm-up, on `LATENCY_THREADS` threads on the CPU (`threads` records the count). A series
+    whose IQR is large against its median (`latency.UNSTABLE_IQR`, the reason is there) is
+    measured once more; the steadier series is kept, and flagged `unstable` when it is still
+    over the line (`remeasured` says a second series was taken). `clock`: seconds, a monotonic
+    clock (tests pass a fake one)."""
     was_training = model.training
     model.eval()
     x = x.to(device)
-    for _ in range(warmup):
-        model(x)
-    _sync(device)
-    series = [latency.spread(_timed_calls(lambda: model(x), device, repeats, clock))]
-    if latency.relative_iqr(series[0]) > latency.UNSTABLE_IQR:
-        series.append(latency.spread(_timed_calls(lambda: model(x), device, repeats, clock)))
+    with timing_threads(device):
+        threads = torch.get_num_threads()
+        for _ in range(warmup):
+            model(x)
+        _sync(device)
+        series = [latency.spread(_timed_calls(lambda: model(x), device, repeats, clock))]
+        if latency.relative_iqr(series[0]) > latency.UNSTABLE_IQR:
+            series.append(latency.spread(_timed_calls(lambda: model(x), device, repeats, clock)))
     model.train(was_training)
     kept = min(series, key=latency.relative_iqr)
-    return {**kept, "repeats": repeats, "threads": torch.get_num_threads(),
-            "remeasured": len(series) > 1,
+    return {**kept, "repeats": repeats, "threads": threads, "remeasured": len(series) > 1,
             "unstable": latency.relative_iqr(kept) > latency.UNSTABLE_IQR}
 
 
@@ -162,17 +191,18 @@ speedups = latency.speedups
 
 
 def measure_model(model: nn.Module, task: Task, device: torch.device, eval_units: int,
-                  latency_batches: list[int], latency_repeats: int,
+                  latency_batches: list[int], latency_repeats: int, precision: str,
                   train_loss: bool = False) -> dict:
     """The quality and inference cost of a model, the same for rungs and variants: validation
-    loss and the task's metrics on the fixed final windows, optionally the loss on as many
+    loss and the task's metrics on the fixed final windows (under the study's `precision`,
+    the autocast rule it trains with), optionally the loss on as many
     training units (the generalisation gap), latency at each batch size, and the peak memory
     over all of it."""
     with PeakMemory(device) as mem:
-        ev = task.evaluate(model, device, eval_units, "val")
+        ev = task.evaluate(model, device, eval_units, "val", precision)
         out: dict = {"val_loss": ev.pop("loss"), "metrics": ev}
         if train_loss:
-            out["train_loss"] = task.evaluate(model, device, eval_units, "train")["loss"]
+            out["train_loss"] = task.evaluate(model, device, eval_units, "train", precision)["loss"]
         out["latency_ms"] = latencies(model, task, device, latency_batches, latency_repeats)
     out["peak_mem_bytes"] = mem.peak_bytes
     return out

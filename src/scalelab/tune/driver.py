@@ -16,7 +16,7 @@ from scalelab.execute.base import Observer, Workload
 from scalelab.ladder import plan_ladder
 from scalelab.records import RungPlan
 from scalelab.spec import StudySpec
-from scalelab.store import StudyStore
+from scalelab.storage import StudyStore
 from scalelab.study import (
     TUNE_JSON,
     atomic_write,

@@ -1,0 +1,157 @@
+"""`scalelab plan`: the ladder to train for a target, chosen by simulation (`scalelab.plan`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+import yaml
+from rich.table import Table
+
+from scalelab.cli.app import app, console
+from scalelab.errors import UserError
+from scalelab.values import fmt_count, fmt_flops, fmt_seconds
+
+PLAN_HELP = """Choose the ladder to train before anything trains: the sizes and seeds per size
+whose law most likely lands within --tolerance of the loss at --target, within a budget.
+
+The truth it simulates from: `--from STUDY`, a study's fitted power law and the noise of its
+seed repeats (each size's spread, as its fit weighs them), its measured FLOPs per unit of data
+and its spec; or a prior, `--law FIT.json` (or a study folder's law) with `--noise 1%`
+assumed for every run and the `--preset`'s spec (cost 6·N·D). `--noise` with `--from` replaces
+the study's measured noise.
+
+Every candidate ladder (4 to 8 sizes from the smallest measured size up to target / 3, 4, 6, 8
+or 12, on the family's real shapes; 1 to 8 seeds per size, at every size or the smaller half)
+is drawn many times from the law plus that noise and fitted as the study fits its runs (the
+same weights, objective and choice of law, one batched fit for all). A candidate's row: the
+probability P(|error| <= tolerance) at the target, the mean error, the range of 95% of the
+errors, and its cost (FLOPs of its runs plus one run at the target, which checks the forecast).
+
+Writes, in --out: plan.json (every candidate), plan.yaml (the chosen ladder in the source's
+spec: give it to `scalelab run` as it is) and plan.png (probability against cost). The chosen
+ladder is the most probable within the budget (of those within 0.02 of it, the cheapest;
+without --budget, the cheapest about as sure as any).
+"""
+
+
+def _fraction(text: str, name: str) -> float:
+    """'2%' or '0.02' as 0.02; one line otherwise."""
+    raw = text.strip()
+    try:
+        value = float(raw[:-1]) / 100 if raw.endswith("%") else float(raw)
+    except ValueError:
+        raise UserError(f"{name} must be a fraction or a percentage (2% or 0.02), "
+                        f"got {text!r}") from None
+    if not 0 < value < 1:
+        raise UserError(f"{name} must be between 0 and 100%, got {text}")
+    return value
+
+
+def _table(plan: dict, rows: int) -> Table:
+    tol = f"{100 * plan['tolerance']:g}%"
+    table = Table(title=f"Candidate ladders for N = {fmt_count(plan['target'])}, by probability "
+                  "per FLOP", title_justify="left")
+    for col in ("ladder", "runs", "reach", "FLOPs", f"P(|err| <= {tol})", "mean err",
+                "95% of errors", "P per PFLOP fitted"):
+        table.add_column(col, justify="left" if col == "ladder" else "right")
+    chosen = plan["chosen"]
+    for r in plan["candidates"][:rows]:
+        mark = " (chosen)" if r is chosen or r["describe"] == chosen["describe"] else ""
+        table.add_row(r["describe"] + mark, str(r["runs"]), f"{r['ratio']:.1f}×",
+                      fmt_flops(r["flops"]), f"{r['p_within']:.2f}",
+                      f"{100 * r['mean_error']:+.1f}%",
+                      f"[{100 * r['spread'][0]:+.1f}%, {100 * r['spread'][1]:+.1f}%]",
+                      f"{r['p_per_pflop']:.3g}")
+    return table
+
+
+@app.command(help=PLAN_HELP)
+def plan(
+    target: float | None = typer.Option(None, "--target", help="the size N (non-embedding "
+                                        "parameters) the law must predict"),
+    compute: float | None = typer.Option(None, "--compute", help="a compute budget C for a "
+                                         "two-axis ladder (not planned yet)"),
+    source: Path | None = typer.Option(None, "--from", help="a study folder: its law, seed "
+                                       "noise, cost and spec"),
+    law: Path | None = typer.Option(None, "--law", help="a prior law: a fit.json of the power "
+                                    "law, or a study folder (with --noise)"),
+    noise: str | None = typer.Option(None, "--noise", help="noise of one run, sd of log loss "
+                                     "(1% or 0.01), assumed at every size"),
+    tolerance: str = typer.Option("2%", "--tolerance", help="the error allowed at the target"),
+    budget: float | None = typer.Option(None, "--budget", help="the most FLOPs to spend"),
+    seconds: float | None = typer.Option(None, "--seconds", help="the most training seconds, "
+                                         "at the study's measured FLOPs per second"),
+    reach: float = typer.Option(3.0, "--reach", help="the target at least this many times "
+                                "the largest fitted size"),
+    preset: str = typer.Option("default", "--preset", help="the spec a prior law's plan "
+                               "starts from"),
+    check: bool = typer.Option(True, "--check/--no-check", help="one run at the target in the "
+                               "spec, which tests the forecast"),
+    seed: int = typer.Option(0, "--seed", help="seed of the synthetic ladders"),
+    sims: int = typer.Option(200, "--sims", min=10, help="synthetic ladders per candidate "
+                             "(the finalists get 5 times as many)"),
+    out: Path = typer.Option(Path("plan"), "--out", help="folder for plan.json, plan.yaml, "
+                             "plan.png"),
+    rows: int = typer.Option(15, "--rows", help="candidates shown in the table"),
+) -> None:
+    from scalelab.plan import from_prior, from_study, make_plan, plan_spec, shape_realizer
+    from scalelab.plan.plot import save_plan_figure
+    from scalelab.spec import load_spec
+
+    if compute is not None:
+        raise UserError("--compute: a plan for a two-axis (IsoFLOP) target is not available "
+                        "yet; plan a target size with --target")
+    if target is None or target <= 0:
+        raise UserError("give --target N, the size the law must predict (e.g. --target 6e6)")
+    tol = _fraction(tolerance, "--tolerance")
+    sigma = None if noise is None else _fraction(noise, "--noise")
+    if source is not None and law is not None:
+        raise UserError("give --from STUDY or --law FIT, not both")
+    if source is not None:
+        src = from_study(source, sigma)
+    elif law is not None:
+        if sigma is None:
+            raise UserError("--law needs --noise (a prior law has no seeds to measure it from)")
+        src = from_prior(law, sigma, preset)
+    else:
+        raise UserError("give --from STUDY (its law and seed noise), or --law FIT --noise 1%")
+    if src.measured and target <= max(src.measured):
+        raise UserError(f"--target {target:.4g} is inside the measured range of {src.name} "
+                        f"({fmt_count(min(src.measured))} to {fmt_count(max(src.measured))}): "
+                        f"its loss is measured, not predicted; plan a target above "
+                        f"{fmt_count(max(src.measured))}")
+    if seconds is not None:
+        if budget is not None:
+            raise UserError("give --budget (FLOPs) or --seconds, not both")
+        if not src.cost.flops_per_s:
+            raise UserError("--seconds needs a measured rate (--from a study with training "
+                            "times); give --budget in FLOPs")
+        budget = seconds * src.cost.flops_per_s
+    realize = shape_realizer(src.spec)
+    smallest = min(src.measured) if src.measured else realize(1e4)
+    result = make_plan(src.noise, target, tolerance=tol, budget=budget, cost=src.cost,
+                       smallest=smallest, realize=realize, own=src.measured, check=check,
+                       seed=seed, reach=reach, screen_sims=sims,
+                       final_sims=5 * sims).to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = plan_spec(src.spec, result["chosen"], target, realize, check)
+    (out / "plan.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    load_spec(out / "plan.yaml")  # what `scalelab run` reads: refused here, not there
+    (out / "plan.json").write_text(json.dumps(result, indent=1))
+    save_plan_figure(result, out / "plan.png")
+    console.print(_table(result, rows))
+    c = result["chosen"]
+    width = c.get("interval_width")
+    secs = f", {fmt_seconds(c['seconds'])} of training" if c.get("seconds") else ""
+    at_target = " + 1 at the target" if check else ""
+    console.print(f"chosen: {c['describe']} ({c['runs']} runs{at_target}, "
+                  f"{fmt_flops(c['flops'])}{secs}): P(|error| <= {100 * tol:g}%) = "
+                  f"{c['p_within']:.2f} ± {c['p_se']:.2f} over {c['sims']} draws, mean error "
+                  f"{100 * c['mean_error']:+.2f}%"
+                  + (f", 95% interval at the target {100 * width:.1f}% wide" if width else ""),
+                  highlight=False, soft_wrap=True)
+    console.print(f"noise: {src.noise.source} ({100 * src.noise.record['sigma']:.2f}% pooled); "
+                  f"cost: {result['cost']}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")

@@ -1,0 +1,103 @@
+"""Where a plan's truth comes from: a study (its law, seed noise, sizes, cost and spec), or a
+prior law (a fit.json, or a study's law) with an assumed noise and a preset's spec."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from scalelab.errors import UserError
+from scalelab.laws.fit import Law
+from scalelab.plan.search import CostModel, measured_cost, six_nd
+from scalelab.plan.simulation import NoiseModel, assumed_noise, measured_noise
+
+
+@dataclass
+class Source:
+    """What a plan starts from: the noise model, the cost model, the base spec (a dict as a
+    YAML spec writes it), the sizes measured (empty for a prior) and where it came from."""
+
+    noise: NoiseModel
+    cost: CostModel
+    spec: dict[str, Any]
+    measured: list[float]
+    name: str
+
+
+def _summary(path: Path) -> dict[str, Any]:
+    file = path / "summary.json" if path.is_dir() else path
+    try:
+        return json.loads(file.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{path}: not a study folder or a fit.json (no readable "
+                        f"{file.name})") from None
+
+
+def _law_record(data: dict[str, Any], where: Path) -> dict[str, Any]:
+    """The val_loss law of a summary.json, or a fit.json record itself."""
+    if "fits" in data:
+        for fit in data.get("fits") or []:
+            if fit.get("y") == "val_loss" and (fit.get("params") or {}).get("alpha") is not None:
+                return fit
+        raise UserError(f"{where}: the study has no fitted law of val_loss to plan from")
+    if "params" not in data:
+        raise UserError(f"{where}: not a study folder or a fit.json (no fitted law)")
+    return data
+
+
+def _d_rule(spec: dict[str, Any]) -> Callable[[float], float]:
+    from scalelab.spec import parse_spec
+
+    train = parse_spec(spec).train
+    if train.tokens is None and train.tokens_per_param is None:
+        raise UserError("the base spec sets no train.tokens: a plan needs its D rule")
+    return train.budget
+
+
+def from_study(path: str | Path, noise: float | None = None) -> Source:
+    """A study folder: its law, its seed noise (or `noise`, assumed), its rungs' measured
+    FLOPs and rate, and its stored spec."""
+    path = Path(path)
+    data = _summary(path)
+    if "rungs" not in data:
+        raise UserError(f"{path}: not a study folder (its summary has no rungs)")
+    law = Law.from_summary(_law_record(data, path))
+    done = [r for r in data["rungs"] if r.get("status") == "done" and r.get("val_loss")]
+    spec = dict((data.get("study") or {}).get("spec") or {})
+    d_rule = _d_rule(spec)
+    model = (assumed_noise(law, noise) if noise is not None else
+             measured_noise(law, [r["n_nonembed"] for r in done], [r["val_loss"] for r in done]))
+    return Source(model, measured_cost(done, d_rule), spec,
+                  sorted({float(r["n_nonembed"]) for r in done}), str(path))
+
+
+def from_prior(law_path: str | Path, noise: float, preset: str = "default") -> Source:
+    """A prior law (a fit.json, or a study folder's law), `noise` assumed for every run, the
+    preset's spec and its D rule; cost 6·N·D."""
+    from scalelab.spec import preset_spec
+
+    law_path = Path(law_path)
+    law = Law.from_summary(_law_record(_summary(law_path), law_path))
+    spec = preset_spec(preset).model_dump(mode="json", exclude_none=True)
+    return Source(assumed_noise(law, noise), six_nd(_d_rule(spec)), spec, [], str(law_path))
+
+
+def shape_realizer(spec: dict[str, Any]) -> Callable[[float], float]:
+    """Target size -> the non-embedding N of the shape the spec's family builds for it (the
+    sizes a study of this spec would train), cached."""
+    from scalelab.ladder import _sized
+    from scalelab.spec import parse_spec
+    from scalelab.study import resolve
+
+    res = resolve(parse_spec(spec))
+    cache: dict[float, float] = {}
+
+    def realize(n: float) -> float:
+        if n not in cache:
+            cache[n] = float(_sized(res.family, res.task, n, "plan")[2])
+        return cache[n]
+
+    return realize

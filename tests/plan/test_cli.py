@@ -1,0 +1,95 @@
+"""`scalelab plan` through the real entry point: the plan it writes, the spec `scalelab run`
+accepts, and one line with exit code 2 for bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import scalelab
+
+DEFAULT_STUDY = Path(__file__).parent / "data" / "default_study"
+
+
+@pytest.fixture
+def study(tmp_path: Path) -> Path:
+    return Path(shutil.copytree(DEFAULT_STUDY, tmp_path / "study"))
+
+
+def test_plan_writes_a_spec_run_accepts(study: Path, tmp_path: Path):
+    from scalelab.ladder import plan_ladder
+    from scalelab.spec import load_spec
+    from scalelab.study import resolve
+
+    out = tmp_path / "plan"
+    proc = scalelab("plan", "--from", study, "--target", "6e6", "--reach", "6", "--sims", "20",
+                    "--budget", "5e14", "--out", out, check=True)
+    assert "chosen:" in proc.stdout
+    plan = json.loads((out / "plan.json").read_text())
+    chosen = plan["chosen"]
+    assert chosen["flops"] <= 5e14 and chosen["ratio"] >= 6
+    assert all(r["ratio"] >= 6 for r in plan["candidates"])
+    # the table's order: probability per PFLOP of the fitted runs
+    per = [r["p_per_pflop"] for r in plan["candidates"]]
+    assert per == sorted(per, reverse=True)
+    assert (out / "plan.png").stat().st_size > 0
+    # the spec: the chosen sizes and seeds, plus one run at the target; the study's D rule
+    spec = load_spec(out / "plan.yaml")
+    res = resolve(spec)
+    rungs = plan_ladder(res.spec, res.task, res.family)
+    sizes = sorted({r.n_nonembed for r in rungs})
+    assert sizes[:-1] == [int(s) for s in chosen["sizes"]]
+    assert 5.5e6 < sizes[-1] < 6.5e6
+    assert len(rungs) == chosen["runs"] + 1
+    assert spec.train.tokens_exponent == 0.5
+
+
+def _refused(proc, *words: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def _main(capsys, monkeypatch, *args) -> subprocess.CompletedProcess:
+    """The console script's `main` in this process (no interpreter start-up per case)."""
+    from scalelab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["scalelab", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    return subprocess.CompletedProcess(args, exit_.value.code, "", err)
+
+
+def test_target_inside_the_measured_range(study: Path, tmp_path: Path):
+    _refused(scalelab("plan", "--from", study, "--target", "5e5", "--out", tmp_path / "p"),
+             "inside the measured range", "1M")
+
+
+def test_budget_too_small_names_the_smallest_that_fits(study: Path, tmp_path: Path, capsys,
+                                                      monkeypatch):
+    proc = _main(capsys, monkeypatch, "plan", "--from", study, "--target", "6e6", "--budget",
+                 "1e12", "--out", tmp_path / "p")
+    _refused(proc, "too small", "the smallest that fits needs")
+    assert not (tmp_path / "p").exists()
+
+
+def test_no_seeds_to_measure_the_noise_from(study: Path, tmp_path: Path, capsys, monkeypatch):
+    summary = json.loads((study / "summary.json").read_text())
+    summary["rungs"] = [r for r in summary["rungs"] if r["repeat"] == 0]
+    (study / "summary.json").write_text(json.dumps(summary))
+    _refused(_main(capsys, monkeypatch, "plan", "--from", study, "--target", "6e6"),
+             "no seed repeats", "--noise")
+    # a prior law needs an assumed noise too
+    _refused(_main(capsys, monkeypatch, "plan", "--law", study, "--target", "6e6"), "--noise")
+
+
+def test_two_axis_target_is_one_line(capsys, monkeypatch):
+    _refused(_main(capsys, monkeypatch, "plan", "--compute", "1e15"), "--compute")
