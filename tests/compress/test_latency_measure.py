@@ -82,8 +82,8 @@ def test_steady_series_is_measured_once_and_not_flagged():
 
 
 def test_unstable_series_is_remeasured_and_flagged_when_still_unstable():
-    rec, clock = _measure(STALLED + list(reversed(STALLED)))
-    assert clock.reads == 2 * 2 * 8  # measured a second time
+    rec, clock = _measure(STALLED + list(reversed(STALLED)) + STALLED)
+    assert clock.reads == latency.MAX_SERIES * 2 * 8  # measured until the last series allowed
     assert rec["remeasured"] is True and rec["unstable"] is True
     assert latency.relative_iqr(rec) > latency.UNSTABLE_IQR
     assert latency.is_unstable(rec) and latency.unstable_batches({"32": rec}) == ["32"]
@@ -94,6 +94,15 @@ def test_unstable_series_replaced_by_a_steady_remeasurement():
     assert clock.reads == 2 * 2 * 8
     assert rec["remeasured"] is True and rec["unstable"] is False
     assert rec["median"] == pytest.approx(2.0)  # the steady series is the one kept
+
+
+def test_a_third_series_is_taken_when_the_second_is_unstable_too():
+    """Two series caught in slow spells, then a steady one: the steady one is kept and nothing
+    more is timed after it."""
+    rec, clock = _measure(STALLED + list(reversed(STALLED)) + STEADY)
+    assert clock.reads == 3 * 2 * 8
+    assert rec["remeasured"] is True and rec["unstable"] is False
+    assert rec["median"] == pytest.approx(2.0)
 
 
 def test_records_without_a_flag_are_judged_by_the_same_rule():

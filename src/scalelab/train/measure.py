@@ -157,8 +157,9 @@ def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats:
     """Forward latency of the batch x: median and IQR in ms of `repeats` timed calls after
     warm-up, on `LATENCY_THREADS` threads on the CPU (`threads` records the count). A series
     whose IQR is large against its median (`latency.UNSTABLE_IQR`, the reason is there) is
-    measured once more; the steadier series is kept, and flagged `unstable` when it is still
-    over the line (`remeasured` says a second series was taken). `clock`: seconds, a monotonic
+    measured again, up to `latency.MAX_SERIES` series in all, until one is steady; the steadiest
+    is kept, and flagged `unstable` when it is still over the line (`remeasured` says more than
+    one series was taken). `clock`: seconds, a monotonic
     clock (tests pass a fake one)."""
     was_training = model.training
     model.eval()
@@ -169,7 +170,8 @@ def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats:
             model(x)
         _sync(device)
         series = [latency.spread(_timed_calls(lambda: model(x), device, repeats, clock))]
-        if latency.relative_iqr(series[0]) > latency.UNSTABLE_IQR:
+        while (latency.relative_iqr(series[-1]) > latency.UNSTABLE_IQR
+               and len(series) < latency.MAX_SERIES):
             series.append(latency.spread(_timed_calls(lambda: model(x), device, repeats, clock)))
     model.train(was_training)
     kept = min(series, key=latency.relative_iqr)
