@@ -16,7 +16,7 @@ validation split resolves) count as a tie, broken by fewer bytes, then lower lat
 name. The choice always lies on the frontier.
 
 Unstable latencies: a model whose latency at the chosen batch is flagged (`scalelab.latency`: its
-IQR over 30% of its median, still after a second measurement) is still a candidate, judged on its
+IQR over 30% of its median, in each of its re-measurements) is still a candidate, judged on its
 median as measured, but the answer names it: `latency_flagged` on each model, the list
 `unstable`, and the reason says so when the choice (or the closest) is one of them, since its
 latency may be far from what a quiet machine gives.

@@ -178,8 +178,8 @@ def variant_table(summary: dict, names: list[str] | None = None) -> Table:
     batches = sorted({b for v in shown for b in latency.medians(v.get("latency_ms"))}, key=int)
     big = batches[-1] if batches else "32"
     table = Table(title="variants", title_justify="left",
-                  caption=f"! unstable: IQR over {latency.UNSTABLE_IQR:.0%} of the median after a "
-                          "second measurement", caption_justify="left")
+                  caption=f"! unstable: IQR over {latency.UNSTABLE_IQR:.0%} of the median in "
+                          f"each of {latency.MAX_SERIES} measurements", caption_justify="left")
     for col in ("name", "method", "N", "bytes", "val loss", "Δ loss", "lat b1 ms",
                 f"lat b{big} ms", f"base b{big} ms", f"speedup b{big}"):
         table.add_column(col, justify="right")

@@ -12,8 +12,8 @@ spec's batch sizes on `task.example_input`; peak memory); this driver records th
 latency is measured again right before each variant's, so `extra.speedup` compares two numbers
 taken under the same machine load; `extra.base_latency_ms` holds the medians it divides, with
 their IQRs (`base_latency_iqr_ms`) and flags (`base_latency_unstable`). Every latency series
-whose IQR is large against its median is measured twice and flagged when still unstable
-(`scalelab.latency`).
+whose IQR is large against its median is measured again (up to `latency.MAX_SERIES` series)
+and flagged when none is steady (`scalelab.latency`).
 
 Notes on the stored fields:
 - `peak_mem_bytes` of a variant is the peak over its evaluation and latency runs (inference),
@@ -123,7 +123,8 @@ def result_line(v: Variant) -> str:
     unsteady = latency.unstable_batches(v.latency_ms)
     return (f"{v.name}: loss {val if val is None else round(val, 4)}, {v.bytes:,} bytes, "
             f"latency ms {lat}" + (f" (UNSTABLE at batch {', '.join(unsteady)}: IQR over "
-                                   f"{latency.UNSTABLE_IQR:.0%} of the median, measured twice; "
+                                   f"{latency.UNSTABLE_IQR:.0%} of the median in each of "
+                                   f"{latency.MAX_SERIES} measurements; "
                                    "other processes were using the cores)"
                                    if unsteady else ""))
 
