@@ -8,11 +8,13 @@ that apply (`--methods` for others) on copies of it, `--rounds` times each way, 
 ways round by round:
 
 - now: CPU latency timed on `train.measure.LATENCY_THREADS` threads (set around each timing and
-  restored), ONNX Runtime sessions without spin-waiting (`export.ort_session`), and a series
-  whose IQR is over `latency.UNSTABLE_IQR` of its median measured again and flagged when still
-  unstable;
+  restored), ONNX Runtime sessions without spin-waiting (`export.ort_session`), each latency the
+  median of the fastest of its sub-series spread over ~0.25 s (`latency.subseries_sizes`,
+  `latency.fastest`), and a measurement whose IQR is over `latency.UNSTABLE_IQR` of its median
+  taken again and flagged when still unstable;
 - old: timing on the process's threads (all cores), ONNX Runtime's default (its threads spin
-  after every run) and one series per latency, never flagged (as at b309b61). `--no-old` skips it.
+  after every run) and one series of consecutive calls per latency, never flagged (as at
+  b309b61). `--no-old` skips it.
 
 It prints each variant's median latency and speedup over the base rung per round, their spread
 across rounds (max / min), and writes them as JSON. The cause is measured first (`--probe`
@@ -84,20 +86,22 @@ def train_study(root: Path) -> Path:
 
 @contextmanager
 def old_way() -> Iterator[None]:
-    """Timing on the process's threads, ONNX Runtime's default spinning and no re-measurement
-    (the b309b61 measurement)."""
+    """Timing on the process's threads, ONNX Runtime's default spinning, one series of
+    consecutive calls and no re-measurement (the b309b61 measurement)."""
     from scalelab import export, latency
     from scalelab.train import measure
 
     session, line, threads = export.ort_session, latency.UNSTABLE_IQR, measure.LATENCY_THREADS
+    calls = latency.SUBSERIES_CALLS
     export.ort_session = lambda path: session(path, spin=True)
     latency.UNSTABLE_IQR = math.inf
+    latency.SUBSERIES_CALLS = math.inf  # one sub-series: the repeats back to back
     measure.LATENCY_THREADS = torch.get_num_threads()
     try:
         yield
     finally:
         export.ort_session, latency.UNSTABLE_IQR = session, line
-        measure.LATENCY_THREADS = threads
+        latency.SUBSERIES_CALLS, measure.LATENCY_THREADS = calls, threads
 
 
 def compress_once(folder: Path, methods: str | None) -> dict[str, dict]:

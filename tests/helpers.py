@@ -26,13 +26,41 @@ TINY = {
 def tiny_spec(**overrides) -> dict:
     import copy
 
-    spec = copy.deepcopy(TINY)
+    return _merged(copy.deepcopy(TINY), overrides)
+
+
+def _merged(spec: dict, overrides: dict) -> dict:
+    """`spec` with each override: a mapping updates the section, anything else replaces it."""
     for key, value in overrides.items():
         if isinstance(value, dict):
             spec.setdefault(key, {}).update(value)
         else:
             spec[key] = value
     return spec
+
+
+# The study the compression and fine-tuning tests start from (the session's `two_rung_study`,
+# trained once): two GPT rungs (1x32, 1x64), 24k bytes each, block 32, batch 8, one thread.
+TWO_RUNG_NAME = "two-rung-tiny"
+
+
+def two_rung_spec(**overrides) -> dict:
+    """The spec of `two_rung_study` (tests/conftest.py), with `overrides` as in `tiny_spec`."""
+    spec = tiny_spec(
+        name=TWO_RUNG_NAME, ladder={"sizes": [1.0e4, 4.0e4]},
+        train={"tokens": 24_000, "eval_every": 50, "checkpoint_every": 100,
+               "final_eval_tokens": 4096},
+        # One thread: latency on a busy shared CPU is far steadier without an OpenMP barrier.
+        measure={"latency_repeats": 3, "threads": 1})
+    return _merged(spec, overrides)
+
+
+def copy_study(src: Path, dst: Path) -> Path:
+    """A copy of a finished study folder (without its lock) that a test may change."""
+    import shutil
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("study.lock"))
+    return dst
 
 
 def write_spec(path: Path, spec: dict) -> Path:

@@ -234,6 +234,26 @@ class Study:
         finally:
             self._storage = StudyStore.create_or_open(folder)
 
+    def grow(self, target: float, executor: Executor | None = None,
+             callbacks: Sequence[Observer] = (), **options: Any) -> Any:
+        """Grow the study toward size `target`, each step's forecast recorded before it trains
+        (`scalelab grow`: `scalelab.plan.grow.grow`, whose `options` are tolerance, steps,
+        budget, seconds, noise, sims, seed, execute). Returns its `GrowOutcome`; rerun to
+        resume an interrupted grow."""
+        from scalelab.plan.grow import grow
+
+        if self.readonly or not isinstance(self._storage, StudyStore):
+            raise UserError(f"{self.folder} was loaded read-only; "
+                            "Study.load(folder, readonly=False) to grow it")
+        folder = self.folder
+        self._storage.close()  # the grow's runs take the lock, as `run` hands it over
+        self._own_fits = None
+        try:
+            return grow(folder, target, executor=executor, observers=list(callbacks),
+                        task=self._task, family=self._family, **options)
+        finally:
+            self._storage = StudyStore.create_or_open(folder)
+
     # -- records -------------------------------------------------------------------------------
 
     @property
@@ -247,6 +267,12 @@ class Study:
     @property
     def finetunes(self) -> list[Finetune]:
         return [_typed(Finetune, f) for f in self._storage.finetunes()]
+
+    @property
+    def forecasts(self) -> list[dict]:
+        """The forecasts `grow` recorded, one per grown rung, each with what its rung measured
+        (summary.json's `forecasts`)."""
+        return self._storage.forecasts()
 
     @property
     def fits(self) -> list[dict]:

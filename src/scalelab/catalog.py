@@ -1,9 +1,11 @@
-"""What scalelab knows by name: its tasks, families, compression methods, presets and laws.
+"""What scalelab knows by name: its tasks, families, compression methods, presets, laws and
+executors.
 
 Each listing is read from the registry that the study itself uses (`tasks.REGISTRY`,
-`models.REGISTRY`, `compress.base.REGISTRY`, the preset files, `laws.forms.FORMS`) and, for
-options, from each one's own pydantic `Options` model, so a new task or family appears here with
-its options and defaults without another table to keep. `scalelab list` prints it.
+`models.REGISTRY`, `compress.base.REGISTRY`, the preset files, `laws.forms.FORMS`,
+`execute.REGISTRY`) and, for options, from each one's own declaration (a task's or family's
+pydantic `Options` model, a compression method's `argument`), so a new one appears here with its
+options and defaults without another table to keep. `scalelab list` prints it.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pydantic_core import PydanticUndefined
 from scalelab.docs_spec import type_name
 from scalelab.errors import UserError
 
-KINDS = ("tasks", "families", "methods", "presets", "laws")
+KINDS = ("tasks", "families", "methods", "presets", "laws", "executors")
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,7 @@ class Entry:
 def catalog(kind: str) -> list[Entry]:
     """Every registered one of `kind` (one of KINDS), in registry order."""
     listers = {"tasks": tasks, "families": families, "methods": methods, "presets": presets,
-               "laws": laws}
+               "laws": laws, "executors": executors}
     if kind not in listers:
         raise UserError(f"unknown kind {kind!r}; choose from {', '.join(KINDS)}")
     return listers[kind]()
@@ -112,36 +114,42 @@ def families() -> list[Entry]:
     out = []
     for name, target in REGISTRY.items():
         cls = _load(target)
-        out.append(Entry(name, _first_line(cls), options_of(cls.Options),
-                         {"accepts": ", ".join(cls.accepts)}))
+        facts = {"accepts": ", ".join(cls.accepts)}
+        if getattr(cls, "other_keys", None):  # a family whose other keys are passed through
+            facts["other keys"] = cls.other_keys
+        out.append(Entry(name, _first_line(cls), options_of(cls.Options), facts))
     return out
 
 
 def methods() -> list[Entry]:
-    from scalelab.compress import methods as syntax
     from scalelab.compress.base import REGISTRY, get_method
 
     out = []
     for kind in REGISTRY:
         method = get_method(kind)
-        defaults = [m for m in syntax.DEFAULT_METHODS if m.split(":")[0].split("+")[0] == kind]
-        example = syntax.parse_method(defaults[0] if defaults else
-                                      f"{kind}:0.5" if kind in syntax.RATIO_KINDS else kind)
+        a = method.argument
         options = []
-        if kind in syntax.RATIO_KINDS:
-            options.append(Option(kind, "float", None, True,
-                                  f"{syntax.RATIO_KINDS[kind]}, 0 < value < 1: {kind}:0.5"))
-        if kind in syntax.FINETUNE_KINDS:
+        if a is not None:
+            rule = (f"a whole number >= {a.low}" if a.integer else "0 < value < 1")
+            extra = f" ({a.help})" if a.help else ""
+            options.append(Option(kind, "int" if a.integer else "float", None, not a.optional,
+                                  f"{a.name}, {rule}: {kind}:{a.example}{extra}"))
+        if method.finetune_option:
             options.append(Option("+ft", "flag", False, False, "then a recovery fine-tune"))
-        if kind == "distill":
-            options.append(Option("distill", "int", None, False,
-                                  "the student rung: distill:2 (default: the next smaller "
-                                  "trained rung)"))
-        facts = {"default list": ", ".join(defaults) or "-",
+        facts = {"syntax": method.syntax,
+                 "default list": ", ".join(method.defaults) or "-",
                  "families": ", ".join(method.families or ("all",)),
                  "objectives": ", ".join(method.objectives or ("all",))}
-        out.append(Entry(kind, method.describe(example), options, facts))
+        out.append(Entry(kind, method.summary, options, facts))
     return out
+
+
+def executors() -> list[Entry]:
+    from scalelab.execute import REGISTRY, executor_class, summary
+
+    return [Entry(kind, summary(kind), [],
+                  {"options": ", ".join(("--executor", *executor_class(kind).flags))})
+            for kind in REGISTRY]
 
 
 def presets() -> list[Entry]:

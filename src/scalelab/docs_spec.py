@@ -27,7 +27,7 @@ NOTES: dict[str, str] = {
     "name": "the study's name (MLflow experiment, storage folder); a study folder keeps it",
     "task": "the data, loss and metrics: `name` (pycode, text, tabular, digits or your own) "
             "plus that task's options",
-    "family": "how a target size becomes a model: `name` (gpt, mlp, cnn, custom) plus that "
+    "family": "how a target size becomes a model: `name` (gpt, mlp, cnn, custom, hf) plus that "
               "family's options",
     "ladder": "the rungs: sizes in N, and optionally D values or IsoFLOP budgets",
     "train": "one rung's training: budget D, learning-rate rule, optimizer, schedule",
@@ -38,7 +38,7 @@ NOTES: dict[str, str] = {
     "execute": "resources of one rung under `--executor ray`",
     "tune": "the search space of `scalelab tune`; required by it, ignored by `run`",
     "task.name": "a registered task: pycode, text, tabular, digits",
-    "family.name": "a registered family: gpt, mlp, cnn, custom",
+    "family.name": "a registered family: gpt, mlp, cnn, custom, hf",
     "ladder.sizes": "target non-embedding sizes N; replaces n_rungs/min/max",
     "ladder.n_rungs": "number of sizes, spaced geometrically from min_nonembed to max_nonembed",
     "ladder.min_nonembed": "smallest target N",
@@ -79,6 +79,9 @@ NOTES: dict[str, str] = {
     "execute.max_retries": "retries of a rung whose worker died (each resumes from its "
                            "last checkpoint)",
     "execute.local_cpus": "CPUs of a Ray started in-process (no --address); default: every core",
+    "execute.processes": "processes (ranks) that train each rung together; the batch must "
+                         "split evenly between them",
+    "execute.sharding": "ddp: every rank holds the model; fsdp: FSDP2 shards it across ranks",
     "tune.lr": "[low, high] of the peak learning rate, searched log-uniform",
     "tune.warmup_frac": "[low, high] of the warm-up share, searched uniform",
     "tune.batch_size": "the batch sizes to choose among",

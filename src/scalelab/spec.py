@@ -226,9 +226,10 @@ class TrainSpec(_Strict):
     final_eval_tokens: int = Field(262_144, gt=0, description="validation tokens of the final loss")
     checkpoint_every: int = Field(500, gt=0, description="optimizer steps between checkpoints")
     diverge_rise: float = Field(
-        0.5, gt=0, le=1, description="diverged when an interval's mean training loss climbs "
-        "above the best so far by more than this share of its fall from the first interval's "
-        "(1: back to where it started) and by more than 4x its noise (train/diverge.py)")
+        0.5, gt=0, le=1, description="diverged when two intervals in a row have a mean "
+        "training loss above the best before them by more than this share of its fall from the "
+        "first interval's (1: back to where it started) and by more than 4x its noise, or one "
+        "is back above the first interval's by more than 4x its noise (train/diverge.py)")
     seed: int = 0
     shared_data_order: bool = Field(
         False, description="every size reads the same batches in the same order (repeat r: "
@@ -310,20 +311,27 @@ class CompressSpec(_Strict):
 
     rung: str | int = Field("largest", description="rung index, or 'largest'")
     methods: list[str] | None = Field(
-        None, description="int8, fp16, bf16, prune:R[+ft], sparse:S, lowrank:F[+ft], "
-                          "distill[:RUNG]; default: the default methods that apply to the study")
+        None, description="method strings such as int8, prune:0.5+ft, distill (`scalelab list "
+                          "methods`); default: the default methods that apply to the study")
 
 
 class ExecuteSpec(_Strict):
     """Resources of one rung when an executor places rungs on a cluster (`--executor ray`):
     CPUs and GPUs each rung's task asks for (rungs run side by side where they fit), how often a
     rung whose worker died is retried (each retry resumes from its last checkpoint), and the CPUs
-    of a Ray started inside this process (no `--address`; default: every core)."""
+    of a Ray started inside this process (no `--address`; default: every core).
+
+    `processes`: how many processes (ranks) train each rung together, on its global batch split
+    evenly between them (gloo on CPU, NCCL with one GPU per rank); `sharding` how they share the
+    model: `ddp` (each holds all of it) or `fsdp` (FSDP2: parameters, gradients and optimizer
+    state split across ranks)."""
 
     num_cpus: float = Field(1, gt=0)
     num_gpus: float = Field(0, ge=0)
     max_retries: int = Field(3, ge=0)
     local_cpus: int | None = Field(None, gt=0)
+    processes: int = Field(1, ge=1)
+    sharding: Literal["ddp", "fsdp"] = "ddp"
 
 
 class TuneSpec(_Strict):
@@ -501,19 +509,21 @@ def load_spec(path: str | Path) -> StudySpec:
 
 
 # Task options that name a file, a folder or a glob, in any task (tabular and text `path`, the
-# text task's `tokenizer_dir`). A path written from `~`, a `{stdlib}`-like folder or `/` is
-# kept as written.
-PATH_OPTIONS = ("path", "tokenizer_dir")
-CHECKED_PATHS = ("path",)  # data that must exist (a tokenizer_dir is made when missing)
+# text task's `tokenizer_dir` and `tokenizer_file`). A path written from `~`, a
+# `{stdlib}`-like folder or `/` is kept as written.
+PATH_OPTIONS = ("path", "tokenizer_dir", "tokenizer_file")
+# What must exist (a tokenizer_dir is made when missing).
+CHECKED_PATHS = ("path", "tokenizer_file")
 
 
 def resolve_paths(data: dict, base: Path, source: str | None = None) -> dict:
     """A copy of the spec mapping `data` with its relative paths resolved from the folder
     `base`: the task's PATH_OPTIONS, and the custom family's `module_dir` (the folder its
-    factory's module is imported from; `base` itself when the spec names none). A spec file
-    resolves from its own folder (`load_spec`); a study compares a stored spec with the one it
-    resumes with after resolving both from the working directory, as scalelab did before
-    paths were resolved, so a study stored with relative paths still resumes.
+    factory's module is imported from; `base` itself when the spec names none) and the hf
+    family's `config_dir`. A spec file resolves from its own folder (`load_spec`); a study
+    compares a stored spec with the one it resumes with after resolving both from the working
+    directory, as scalelab did before paths were resolved, so a study stored with relative
+    paths still resumes.
 
     With `source` (the spec file), a data path that is not there is one UserError line naming
     the path as written and where it was looked for."""
@@ -534,6 +544,10 @@ def resolve_paths(data: dict, base: Path, source: str | None = None) -> dict:
         folder = family.get("module_dir")
         if folder is None or (isinstance(folder, str) and _relative(folder)):
             family["module_dir"] = os.path.normpath(base / (folder or "."))
+    if isinstance(family, dict) and family.get("name") == "hf":  # its local config folder
+        folder = family.get("config_dir")
+        if isinstance(folder, str) and _relative(folder):
+            out["family"] = {**family, "config_dir": os.path.normpath(base / folder)}
     return out
 
 

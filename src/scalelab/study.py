@@ -470,6 +470,8 @@ def build_summary(store: StudyStore) -> dict:
         # Fine-tunes on second tasks (`scalelab finetune`), and each second task's scaling.
         "finetunes": [_variant_summary(f) for f in store.finetunes()],
         "finetune_scaling": store.finetune_scaling(),
+        # Rungs `scalelab grow` added: each one's forecast, recorded before it trained.
+        "forecasts": store.forecasts(),
     }
 
 

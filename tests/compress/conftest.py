@@ -1,4 +1,5 @@
-"""A tiny real study, trained and compressed once through the real CLI for the whole package."""
+"""A tiny real study (a copy of the session's trained one), compressed once through the real CLI
+for the whole package."""
 
 from __future__ import annotations
 
@@ -7,17 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.compress.spec_helpers import METHODS, compress_spec
-from tests.helpers import scalelab, write_spec
+from tests.compress.spec_helpers import METHODS
+from tests.helpers import copy_study, scalelab
 
 
 @pytest.fixture(scope="session")
-def study(tmp_path_factory) -> Path:
-    """Folder of a 2-rung study with every kind of variant of its largest rung (rung 1)."""
-    root = tmp_path_factory.mktemp("compress-study")
-    spec = write_spec(root / "spec.yaml", compress_spec())
-    folder = root / "study"
-    scalelab("run", spec, "--out", folder, check=True)
+def study(two_rung_study, tmp_path_factory) -> Path:
+    """Folder of a 2-rung study (a copy of the session's `two_rung_study`) with every kind of
+    variant of its largest rung (rung 1)."""
+    folder = copy_study(two_rung_study, tmp_path_factory.mktemp("compress-study") / "study")
     scalelab("compress", folder, "--methods", METHODS, check=True)
     return folder
 

@@ -6,13 +6,11 @@ child run per variant as its job ends."""
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import scalelab
+from tests.helpers import TWO_RUNG_NAME, copy_study, scalelab
 
 RAY_METHODS = "fp16,prune:0.5+ft"  # a cast and one that trains (its recovery fine-tune)
 SAME = ("name", "of_rung", "method", "settings", "n_params", "n_nonembed", "bytes", "val_loss")
@@ -20,8 +18,7 @@ SAME = ("name", "of_rung", "method", "settings", "n_params", "n_nonembed", "byte
 
 @pytest.mark.slow
 def test_ray_makes_the_local_variants_and_mlflow_sees_each(study, variants, tmp_path):
-    folder = tmp_path / "study"
-    shutil.copytree(study, folder, ignore=shutil.ignore_patterns("study.lock"))
+    folder = copy_study(study, tmp_path / "study")
     tracking = tmp_path / "tracking"
     proc = scalelab("compress", folder, "--methods", RAY_METHODS, "--executor", "ray",
                     "--mlflow", tracking, check=True)
@@ -32,9 +29,9 @@ def test_ray_makes_the_local_variants_and_mlflow_sees_each(study, variants, tmp_
         assert {k: remade[name][k] for k in SAME} == {k: variants[name][k] for k in SAME}
 
     client = MlflowClient(f"sqlite:///{tracking / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("compress-tiny")
+    exp = client.get_experiment_by_name(TWO_RUNG_NAME)
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
-    parent = runs["compress-tiny"].info.run_id
+    parent = runs[TWO_RUNG_NAME].info.run_id
     for name in names:
         run = runs[name]
         assert run.data.tags["scalelab.kind"] == "variant"
@@ -43,14 +40,3 @@ def test_ray_makes_the_local_variants_and_mlflow_sees_each(study, variants, tmp_
         assert run.data.params["method"] == remade[name]["method"]
         assert run.data.metrics["val_loss"] == pytest.approx(remade[name]["val_loss"])
         assert run.data.metrics["bytes"] == remade[name]["bytes"]
-
-
-def test_a_bad_executor_is_one_line_and_writes_nothing(study, tmp_path):
-    folder = Path(shutil.copytree(study, tmp_path / "study",
-                                  ignore=shutil.ignore_patterns("study.lock")))
-    before = (folder / "study.db").read_bytes()
-    proc = scalelab("compress", folder, "--methods", "fp16", "--executor", "slurm")
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines() == ["error: --executor slurm: must be one of local, "
-                                               "ray"]
-    assert (folder / "study.db").read_bytes() == before

@@ -1,14 +1,21 @@
 """benchmarks/latency_stability.py runs end to end on the package's compressed study and writes
-its JSON: both ways, every round, the spread across rounds (no timing asserted)."""
+its JSON: both ways, every round, the spread across rounds (no timing asserted); its old way is
+the measurement it compares with (one series of consecutive calls, the process's threads)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn as nn
+
+from scalelab import latency
+from scalelab.train import measure
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -39,3 +46,19 @@ def test_latency_stability_benchmark_writes_both_ways(study, tmp_path):
     assert len({c["threads"] for k, c in conditions.items() if "LATENCY_THREADS" not in k}) == 1
     assert "worst speedup max/min across rounds" in proc.stdout
     assert result["load"][0]["loadavg_1m"] >= 0
+
+
+def test_old_way_times_one_series_and_restores_the_rules():
+    """The baseline the benchmark compares with: inside `old_way` a latency is one series of
+    consecutive calls on the process's threads, never flagged; after it, the sub-series rule."""
+    spec = importlib.util.spec_from_file_location(
+        "latency_stability", ROOT / "benchmarks" / "latency_stability.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model, x, cpu = nn.Linear(4, 4), torch.zeros(2, 4), torch.device("cpu")
+    with bench.old_way():
+        old = measure.latency_ms(model, x, cpu, repeats=30)
+    assert old["subseries"] == 1 and old["threads"] == torch.get_num_threads()
+    assert old["remeasured"] is False and old["unstable"] is False
+    assert latency.subseries_sizes(30) == [6] * 5  # restored
+    assert measure.latency_ms(model, x, cpu, repeats=30)["subseries"] == 5

@@ -1,8 +1,10 @@
-"""Latency you can trust: ONNX Runtime sessions that do not spin-wait, and timed series whose
-spread is too wide re-measured once and flagged (with a fake clock: no wall-clock assertion)."""
+"""Latency you can trust: ONNX Runtime sessions that do not spin-wait, timed calls in sub-series
+spread over time whose fastest is the latency, and measurements whose spread is too wide taken
+again and flagged (with a fake clock and sleep: no wall-clock assertion)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,54 +46,72 @@ def test_ort_sessions_do_not_spin_and_use_torchs_threads(tmp_path):
     assert torch.equal(module(x), x)  # the session still runs
 
 
-class FakeClock:
-    """A clock whose successive timed calls last the given durations (ms), in order; counts how
-    often it was read."""
+class FakeTime:
+    """A fake clock and sleep, and a model (`model`) whose calls advance the clock: call i (warm-up
+    calls counted) starting at `now` seconds lasts `duration(i, now)` ms. Records when each call
+    started and every pause."""
 
-    def __init__(self, durations_ms: list[float]):
-        self.reads = 0
-        self._now = 0.0
-        self._pending = iter(durations_ms)
-        self._started = False
+    def __init__(self, duration: Callable[[int, float], float]):
+        self.now = 0.0
+        self.duration = duration
+        self.calls: list[float] = []
+        self.slept: list[float] = []
+        fake = self
 
-    def __call__(self) -> float:
-        self.reads += 1
-        if self._started:  # the end of a call: advance by its duration
-            self._now += next(self._pending) / 1e3
-        self._started = not self._started
-        return self._now
+        class Timed(nn.Module):
+            def forward(self, x: torch.Tensor) -> torch.Tensor:
+                fake.calls.append(fake.now)
+                fake.now += fake.duration(len(fake.calls) - 1, fake.now) / 1e3
+                return x
+
+        self.model = Timed()
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+    def measure(self, repeats: int, warmup: int) -> dict:
+        return latency_ms(self.model, torch.zeros(1, 4), torch.device("cpu"), repeats=repeats,
+                          warmup=warmup, clock=self.clock, sleep=self.sleep)
+
+
+def _scripted(durations_ms: list[float], warmup: int = 2) -> FakeTime:
+    """Calls lasting the given durations, in order, after `warmup` calls of 1 ms."""
+    script = [1.0] * warmup + durations_ms
+    return FakeTime(lambda i, _now: script[i])
 
 
 STEADY = [2.0, 2.02, 1.98, 2.01, 2.0, 1.99, 2.03, 2.0]  # IQR ~1% of the median
 # Half the calls stall for a scheduler tick or more: IQR far above 30% of the median.
 STALLED = [0.1, 4.1, 0.1, 8.1, 0.1, 4.1, 0.1, 12.1]
-
-
-def _measure(durations: list[float]) -> tuple[dict, FakeClock]:
-    clock = FakeClock(durations)
-    rec = latency_ms(nn.Identity(), torch.zeros(1, 4), torch.device("cpu"), repeats=8,
-                     warmup=2, clock=clock)
-    return rec, clock
+# 8 repeats make one sub-series (`latency.subseries_sizes`): one measurement is 8 calls.
 
 
 def test_steady_series_is_measured_once_and_not_flagged():
-    rec, clock = _measure(STEADY)
-    assert clock.reads == 2 * 8  # one series of 8 calls, two clock reads each
+    fake = _scripted(STEADY)
+    rec = fake.measure(repeats=8, warmup=2)
+    assert len(fake.calls) == 2 + 8 and not fake.slept  # one sub-series: no pause
     assert rec["median"] == pytest.approx(2.0) and rec["iqr"] < 0.1
+    assert rec["subseries"] == 1
     assert rec["remeasured"] is False and rec["unstable"] is False
 
 
 def test_unstable_series_is_remeasured_and_flagged_when_still_unstable():
-    rec, clock = _measure(STALLED + list(reversed(STALLED)) + STALLED)
-    assert clock.reads == latency.MAX_SERIES * 2 * 8  # measured until the last series allowed
+    fake = _scripted(STALLED + list(reversed(STALLED)) + STALLED)
+    rec = fake.measure(repeats=8, warmup=2)
+    assert len(fake.calls) == 2 + latency.MAX_SERIES * 8  # until the last measurement allowed
     assert rec["remeasured"] is True and rec["unstable"] is True
     assert latency.relative_iqr(rec) > latency.UNSTABLE_IQR
     assert latency.is_unstable(rec) and latency.unstable_batches({"32": rec}) == ["32"]
 
 
 def test_unstable_series_replaced_by_a_steady_remeasurement():
-    rec, clock = _measure(STALLED + STEADY)
-    assert clock.reads == 2 * 2 * 8
+    fake = _scripted(STALLED + STEADY)
+    rec = fake.measure(repeats=8, warmup=2)
+    assert len(fake.calls) == 2 + 2 * 8
     assert rec["remeasured"] is True and rec["unstable"] is False
     assert rec["median"] == pytest.approx(2.0)  # the steady series is the one kept
 
@@ -99,10 +119,60 @@ def test_unstable_series_replaced_by_a_steady_remeasurement():
 def test_a_third_series_is_taken_when_the_second_is_unstable_too():
     """Two series caught in slow spells, then a steady one: the steady one is kept and nothing
     more is timed after it."""
-    rec, clock = _measure(STALLED + list(reversed(STALLED)) + STEADY)
-    assert clock.reads == 3 * 2 * 8
+    fake = _scripted(STALLED + list(reversed(STALLED)) + STEADY)
+    rec = fake.measure(repeats=8, warmup=2)
+    assert len(fake.calls) == 2 + 3 * 8
     assert rec["remeasured"] is True and rec["unstable"] is False
     assert rec["median"] == pytest.approx(2.0)
+
+
+def test_subseries_split_the_repeats():
+    """5 sub-series of 6 at the default 30 repeats; one at the tests' 3 (no pause, no cost)."""
+    assert latency.subseries_sizes(30) == [6] * 5
+    assert latency.subseries_sizes(10) == [5, 5]
+    assert latency.subseries_sizes(9) == [5, 4]
+    assert latency.subseries_sizes(3) == [3] and latency.subseries_sizes(4) == [4]
+    assert all(sum(latency.subseries_sizes(r)) == r for r in range(3, 200))
+
+
+def test_the_fastest_subseries_is_the_latency():
+    subs = [[0.4, 0.41, 0.39], [0.2, 0.21, 0.19, 0.2], [0.3, 0.3, 0.31]]
+    assert latency.fastest(subs) == latency.spread(subs[1])
+
+
+def test_a_slow_spell_over_a_whole_series_does_not_set_the_latency():
+    """Issue 21's idle misses: calls of 0.2 ms run at 0.4 ms for the first 100 ms, a spell
+    longer than 30 consecutive calls (12 ms), so one series would be slow throughout, with a
+    small IQR and no flag. Spread over sub-series, the latency is the one outside the spell."""
+    fake = FakeTime(lambda _i, now: 0.4 if now < 0.1 else 0.2)
+    rec = fake.measure(repeats=30, warmup=5)
+    assert rec["median"] == pytest.approx(0.2) and rec["iqr"] == pytest.approx(0.0)
+    assert rec["subseries"] == 5 and rec["unstable"] is False and rec["remeasured"] is False
+
+
+def test_subseries_start_apart_after_an_untimed_call():
+    """Short calls: a pause brings each sub-series' start `SUBSERIES_GAP_S` after the first's,
+    and the first call after a pause (slow: cold caches) is not timed."""
+    def duration(i: int, _now: float) -> float:
+        return 5.0 if i in after_pause else 0.1
+
+    # call indices: 5 warm-up, 6 timed, then per sub-series 1 untimed + 6 timed
+    after_pause = {5 + 6 + 7 * k for k in range(4)}
+    fake = FakeTime(duration)
+    rec = fake.measure(repeats=30, warmup=5)
+    assert len(fake.calls) == 5 + 30 + 4 and len(fake.slept) == 4
+    first = fake.calls[5]
+    starts = [fake.calls[i] for i in sorted(after_pause)]
+    assert starts == [pytest.approx(first + k * latency.SUBSERIES_GAP_S) for k in range(1, 5)]
+    assert rec["median"] == pytest.approx(0.1) and rec["unstable"] is False
+
+
+def test_long_calls_need_no_pause():
+    """Calls longer than the gap already spread the sub-series: nothing is slept."""
+    fake = FakeTime(lambda _i, _now: 20.0)
+    rec = fake.measure(repeats=30, warmup=1)
+    assert not fake.slept and len(fake.calls) == 1 + 30 + 4
+    assert rec["median"] == pytest.approx(20.0) and rec["subseries"] == 5
 
 
 def test_records_without_a_flag_are_judged_by_the_same_rule():
@@ -138,8 +208,10 @@ def test_real_model_latency_record_has_its_spread_and_flags(repeats):
     """The real clock on a real model: whatever the load, the record says how it was taken."""
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     rec = latency_ms(model, torch.zeros(2, 16), torch.device("cpu"), repeats=repeats)
-    assert set(rec) == {"median", "iqr", "repeats", "threads", "remeasured", "unstable"}
+    assert set(rec) == {"median", "iqr", "repeats", "subseries", "threads", "remeasured",
+                        "unstable"}
     assert rec["median"] > 0 and rec["iqr"] >= 0 and rec["repeats"] == repeats
+    assert rec["subseries"] == len(latency.subseries_sizes(repeats))
     assert rec["unstable"] == (latency.relative_iqr(rec) > latency.UNSTABLE_IQR)
     assert rec["unstable"] <= rec["remeasured"]  # only a re-measured series can be flagged
 

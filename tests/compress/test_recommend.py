@@ -8,7 +8,7 @@ import pytest
 
 from scalelab.errors import UserError
 from scalelab.select import dominates, models, pareto_front, recommend
-from tests.helpers import scalelab
+from tests.helpers import scalelab_each
 
 
 def _rung(i, loss, lat, nbytes):
@@ -77,18 +77,43 @@ def test_bad_limits_and_batches_are_user_errors():
         recommend(SYNTH, batch=8)
 
 
-def _rec(study, *args):
-    proc = scalelab("recommend", study, *args, "--json")
+def _limits(summary: dict) -> dict[str, list[str]]:
+    """The limits of each `recommend` below, from the study's models: some fit (a byte budget
+    between the smallest and the largest model), exactly one fits (the smallest file size and
+    the lowest loss among those files; the distilled student shares rung 0's), none fits (half
+    the smallest file)."""
+    everything = models(summary)
+    by_bytes = sorted(everything, key=lambda m: m["bytes"])
+    smallest_bytes = by_bytes[0]["bytes"]
+    smallest = min((m for m in everything if m["bytes"] == smallest_bytes),
+                   key=lambda m: m["val_loss"])
+    return {"some": ["--max-bytes", str(by_bytes[len(by_bytes) // 2]["bytes"]), "--batch", "32"],
+            "one": ["--max-bytes", str(smallest_bytes), "--max-loss", repr(smallest["val_loss"])],
+            "none": ["--max-bytes", str(smallest_bytes // 2), "--max-latency-ms", "1e6"]}
+
+
+@pytest.fixture(scope="module")
+def recommended(study, summary) -> dict:
+    """Each `recommend --json` of `_limits` and the human output of one with a loose limit
+    (`scalelab_each`: one process each): {case: process}."""
+    cases = {k: [*args, "--json"] for k, args in _limits(summary).items()}
+    cases["human"] = ["--max-loss", "100"]
+    procs = scalelab_each(*[["recommend", study, *args] for args in cases.values()])
+    return dict(zip(cases, procs, strict=True))
+
+
+def _rec(recommended: dict, case: str) -> dict:
+    proc = recommended[case]
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
 
 
-def test_cli_recommend_for_some_one_and_none(study, summary):
+def test_cli_recommend_for_some_one_and_none(recommended, summary):
     everything = models(summary)
-    by_bytes = sorted(everything, key=lambda m: m["bytes"])
+    limits = _limits(summary)
     # Some fit: a byte budget between the smallest and the largest model.
-    limit = by_bytes[len(by_bytes) // 2]["bytes"]
-    out = _rec(study, "--max-bytes", str(limit), "--batch", "32")
+    limit = int(limits["some"][1])
+    out = _rec(recommended, "some")
     fits = [m for m in everything if m["bytes"] <= limit]
     assert 1 < len(fits) < len(everything)
     # The documented rule in full: loss in 1e-4 nat steps, then bytes, latency, name.
@@ -96,22 +121,21 @@ def test_cli_recommend_for_some_one_and_none(study, summary):
         round(m["val_loss"] / 1e-4), m["bytes"], m["latency_ms"]["32"], m["name"]))["name"]
     assert out["choice"]["val_loss"] <= min(m["val_loss"] for m in fits) + 1e-4
     assert out["closest"] is None and out["reason"]
-    # Exactly one fits: the smallest file size (the distilled student shares rung 0's) and the
-    # lowest loss among those files.
-    smallest_bytes = by_bytes[0]["bytes"]
+    # Exactly one fits: the smallest file size and the lowest loss among those files.
+    smallest_bytes = int(limits["one"][1])
     tied = [m for m in everything if m["bytes"] == smallest_bytes]
     smallest = min(tied, key=lambda m: m["val_loss"])
     assert all(m["val_loss"] > smallest["val_loss"] for m in tied if m is not smallest)
-    out = _rec(study, "--max-bytes", str(smallest_bytes), "--max-loss", repr(smallest["val_loss"]))
+    out = _rec(recommended, "one")
     assert out["choice"]["name"] == smallest["name"] and out["feasible"] == [smallest["name"]]
     # None fits: half the smallest file; exit code 0, a null choice and the closest model.
-    out = _rec(study, "--max-bytes", str(smallest_bytes // 2), "--max-latency-ms", "1e6")
+    out = _rec(recommended, "none")
     assert out["choice"] is None and out["closest"]["name"] == smallest["name"]
     assert "none of the" in out["reason"]
     # Models look like summary.json's entries.
     assert {"name", "val_loss", "latency_ms", "bytes"} <= set(out["closest"])
 
 
-def test_cli_recommend_human_output(study):
-    proc = scalelab("recommend", study, "--max-loss", "100")
+def test_cli_recommend_human_output(recommended):
+    proc = recommended["human"]
     assert proc.returncode == 0 and "choice:" in proc.stdout and "frontier" in proc.stdout

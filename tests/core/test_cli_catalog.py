@@ -52,7 +52,8 @@ def test_catalog_reads_the_options_models():
     text = {o.name: o for o in next(e for e in catalog.catalog("tasks")
                                     if e.name == "text").options}
     assert set(text) == set(TextTask.Options.model_fields)
-    assert text["tokenizer"].type == "'bytes' | 'bpe'" and text["tokenizer"].default == "bytes"
+    assert text["tokenizer"].type == "'bytes' | 'bpe' | 'file'"
+    assert text["tokenizer"].default == "bytes"
     assert text["path"].required and not text["val_fraction"].required
     default = next(e for e in catalog.catalog("presets") if e.name == "default")
     assert {o.name: o.default for o in default.options}["ladder.repeats"] == 6
@@ -62,7 +63,7 @@ def test_a_bad_kind_is_one_line_and_exit_2():
     proc = scalelab("list", "widgets")
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("error: unknown kind 'widgets'; choose from tasks, families, "
-                                   "methods, presets, laws")
+                                   "methods, presets, laws, executors")
     assert proc.stdout == ""
 
 

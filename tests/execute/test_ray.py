@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import cli_env, scalelab, tiny_spec, write_spec
+from tests.helpers import cli_env, scalelab, scalelab_each, tiny_spec, write_spec
 
 KEYS = ("rung", "status", "n_params", "n_nonembed", "steps", "lr", "val_loss", "train_loss")
 
@@ -24,8 +24,9 @@ def _spec(tmp_path: Path) -> Path:
     # One torch thread in both paths (the CLI sets it locally, the worker sets it under Ray),
     # so the two runs compute in the same order and agree to the last bit.
     return write_spec(tmp_path / "ray.yaml", tiny_spec(
+        # 250 steps a rung: a kill after the first checkpoint (step 50) lands mid-rung.
         name="ray", ladder={"sizes": [3.0e3, 1.2e4, 3.0e4]},
-        train={"tokens": 128_000, "eval_every": 50, "checkpoint_every": 50},
+        train={"tokens": 64_000, "eval_every": 50, "checkpoint_every": 50},
         measure={"latency_repeats": 3, "threads": 1},
         execute={"num_cpus": 1, "local_cpus": 2}))
 
@@ -92,26 +93,34 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("args, says", [
+BAD_RAY = [
     (["--executor", "ray", "--address", "127.0.0.1:{port}"], "does not answer"),
     (["--executor", "ray", "--storage", "s3://bucket/studies"], "URL storage"),
     (["--address", "127.0.0.1:{port}"], "--address needs --executor ray"),
     (["--executor", "dask"], "must be one of local, ray"),
-])
-def test_bad_ray_input_is_one_line_and_writes_nothing(tmp_path, args, says):
-    spec = _spec(tmp_path)
-    port = _free_port()
-    proc = scalelab("run", spec, "--out", tmp_path / "s", *[a.format(port=port) for a in args])
+    # A storage folder no node can write (a file stands where its parent should be).
+    (["--executor", "ray", "--storage", "{folder}/a-file/ckpt"], "cannot create"),
+]
+
+
+@pytest.fixture(scope="module")
+def refused(tmp_path_factory) -> list[tuple]:
+    """Each BAD_RAY command line, run in a folder of its own (`scalelab_each`: one process
+    each): (process, its --out folder) in that order."""
+    folders = [tmp_path_factory.mktemp("bad-ray") for _ in BAD_RAY]
+    argvs = []
+    for folder, (args, _) in zip(folders, BAD_RAY, strict=True):
+        (folder / "a-file").write_text("not a folder")
+        port = _free_port()
+        argvs.append(["run", _spec(folder), "--out", folder / "s",
+                      *[a.format(port=port, folder=folder) for a in args]])
+    procs = scalelab_each(*argvs)
+    return [(proc, folder / "s") for proc, folder in zip(procs, folders, strict=True)]
+
+
+@pytest.mark.parametrize("args, says", BAD_RAY)
+def test_bad_ray_input_is_one_line_and_writes_nothing(refused, args, says):
+    proc, out = refused[BAD_RAY.index((args, says))]
     assert proc.returncode == 2, proc.stderr
     assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
-    assert not (tmp_path / "s").exists()
-
-
-def test_storage_no_node_can_write_is_one_line(tmp_path):
-    spec = _spec(tmp_path)
-    (tmp_path / "a-file").write_text("not a folder")
-    proc = scalelab("run", spec, "--out", tmp_path / "s", "--executor", "ray", "--storage",
-                    tmp_path / "a-file" / "ckpt")
-    assert proc.returncode == 2, proc.stderr
-    assert "cannot create" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "s").exists()
+    assert not out.exists()

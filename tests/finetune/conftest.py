@@ -1,11 +1,10 @@
-"""A tiny real study trained once through the real CLI, and a copy of it fine-tuned through the
-real CLI, shared by the fine-tuning tests."""
+"""The session's tiny real study (trained once through the real CLI), and a copy of it
+fine-tuned through the real CLI, shared by the fine-tuning tests."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import sqlite3
 import sys
 from dataclasses import dataclass
@@ -13,25 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import scalelab, tiny_spec, write_spec
+from tests.helpers import copy_study, scalelab
 
 FT_TOKENS = "8192"  # 32 steps of 8 x 32 bytes per fine-tune
 FT_METHODS = "full,lora:r=4,lora:r=16,ia3"
-
-
-def base_spec() -> dict:
-    """Two rungs (1x32 and 1x64 GPTs), 24k bytes each, block 32, batch 8, one thread."""
-    return tiny_spec(
-        name="finetune-tiny", ladder={"sizes": [1.0e4, 4.0e4]},
-        train={"tokens": 24_000, "eval_every": 50, "checkpoint_every": 100,
-               "final_eval_tokens": 4096},
-        measure={"latency_repeats": 3, "threads": 1},
-    )
-
-
-def copy_study(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("study.lock"))
-    return dst
 
 
 def db_state(folder: Path) -> tuple:
@@ -50,12 +34,10 @@ def db_state(folder: Path) -> tuple:
 
 
 @pytest.fixture(scope="session")
-def base_study(tmp_path_factory) -> Path:
-    """The trained study, never fine-tuned (tests copy it before changing it)."""
-    root = tmp_path_factory.mktemp("ft-base")
-    spec = write_spec(root / "spec.yaml", base_spec())
-    scalelab("run", spec, "--out", root / "study", check=True)
-    return root / "study"
+def base_study(two_rung_study) -> Path:
+    """The trained study (`tests.helpers.two_rung_spec`: two rungs, 1x32 and 1x64 GPTs), never
+    fine-tuned (tests copy it before changing it)."""
+    return two_rung_study
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_model
 
-from tests.finetune.conftest import FT_METHODS, FT_TOKENS, copy_study, db_state
+from tests.finetune.conftest import FT_METHODS, FT_TOKENS, db_state
+from tests.helpers import copy_study
 
 METHODS = ("full", "lora-r4", "lora-r16", "ia3")
 

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from tests.finetune.conftest import FT_TOKENS, copy_study
-from tests.helpers import scalelab
+from tests.finetune.conftest import FT_TOKENS
+from tests.helpers import TWO_RUNG_NAME, copy_study, scalelab
 
 SAME = ("name", "of_rung", "method", "settings", "steps", "lr", "trainable_params", "bytes",
         "zero_shot_loss", "val_loss", "metrics")
@@ -41,12 +41,12 @@ def test_mlflow_gets_a_child_run_per_finetune(base_study, finetunes, cli, tmp_pa
     cli("finetune", folder, "--tokens", FT_TOKENS, "--methods", "ia3", "--rungs", "0",
         "--mlflow", tracking, check=True)
     client = MlflowClient(f"sqlite:///{tracking / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("finetune-tiny")
+    exp = client.get_experiment_by_name(TWO_RUNG_NAME)
     runs = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])}
     name = "r0-stdlib-test-ia3"
     run, mine = runs[name], finetunes[name]
     assert run.data.tags["scalelab.kind"] == "finetune"
-    assert run.data.tags["mlflow.parentRunId"] == runs["finetune-tiny"].info.run_id
+    assert run.data.tags["mlflow.parentRunId"] == runs[TWO_RUNG_NAME].info.run_id
     assert run.info.status == "FINISHED"
     assert run.data.params["method"] == "ia3" and int(run.data.params["steps"]) == mine["steps"]
     for key in ("val_loss", "zero_shot_loss", "trainable_params", "bytes"):

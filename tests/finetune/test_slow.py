@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.finetune.conftest import copy_study
-from tests.helpers import cli_env, scalelab
+from tests.helpers import cli_env, copy_study, scalelab
 
-RESUME_ARGS = ("--rungs", "1", "--methods", "lora:r=4,full", "--tokens", "65536")  # 256 steps
+# 128 steps with a checkpoint every 32: the kill after the first one lands mid-way.
+RESUME_ARGS = ("--rungs", "1", "--methods", "lora:r=4,full", "--tokens", "32768")
 
 
 def _start(folder: Path) -> subprocess.Popen:

@@ -142,7 +142,7 @@ def test_a_grid_with_one_d_is_refused_as_two_axis(refused):
 def test_ray_runs_branches_after_their_trunks_to_the_local_losses(tmp_path):
     pytest.importorskip("ray")
     spec = yaml.safe_load(shrunken(tmp_path).read_text())
-    spec["ladder"] = {"sizes": [3.0e3, 1.2e4], "tokens": [16_000, 28_000, 40_000]}
+    spec["ladder"] = {"sizes": [3.0e3, 1.2e4], "tokens": [8_000, 14_000, 20_000]}
     path = write_spec(tmp_path / "grid.yaml", spec)
     runs = {}
     for executor in ("local", "ray"):

@@ -2,7 +2,8 @@
 
 `make_study()` is the default study (pycode, gpt: a byte-level language model); `objective`
 "classification" gives a digits/mlp study (loss and error-rate fits), "regression" a
-tabular/mlp one (RMSE). `legacy=True` gives what an old (schema 1) study reads back as: no
+tabular/mlp one (RMSE). `legacy=True` gives what an old (schema 1) study reads back as: rungs
+as the storage's migration gives them (family gpt, `describe`, D and units/s in bytes) but no
 train loss, a corpus without objective, unit or metrics, and the old holdout record
 {x, predicted, measured, rel_error, interval}.
 """
@@ -113,13 +114,16 @@ def make_study(name: str = XSS_NAME, flat_latency: bool = False, objective: str 
             "diverged_step": 812 if diverged else None,
             "diverged_reason": "loss is NaN <after> lr spike" if diverged else None,
         }
+        # What the storage's v1 migration gives every rung (the plan's describe, D, its rate).
+        r.update(
+            family="gpt" if lm else "mlp",
+            describe=f"{n_layer}x{d_model}" if lm else f"{n_layer}x{d_model * 2}",
+            D=r["tokens"],
+            unit=unit,
+            units_per_s=r["tokens_per_s"],
+        )
         if not legacy:
             r.update(
-                family="gpt" if lm else "mlp",
-                describe=f"{n_layer}x{d_model}" if lm else f"{n_layer}x{d_model * 2}",
-                D=r["tokens"],
-                unit=unit,
-                units_per_s=r["tokens_per_s"],
                 train_loss=None if diverged else val - gap,
                 val_error=error,
                 val_accuracy=None if error is None else 1 - error,
@@ -129,10 +133,9 @@ def make_study(name: str = XSS_NAME, flat_latency: bool = False, objective: str 
                 metrics={},
             )
         if diverged:
-            for k in ("flops", "train_seconds", "tokens_per_s", "mfu", "checkpoint_bytes"):
+            for k in ("flops", "train_seconds", "tokens_per_s", "units_per_s", "mfu",
+                      "checkpoint_bytes"):
                 r[k] = None
-            if not legacy:
-                r["units_per_s"] = None
         rungs.append(r)
         pts = []
         n_pts = 40 if not diverged else 9

@@ -177,7 +177,7 @@ def test_old_study_with_the_old_holdout_record_renders():
     assert "holdout prediction of the largest rung (rel. error +0.62%)" in html
     # no objective recorded: a byte-level language model; no train loss: no gap
     assert "D<br>bytes" in html and "val bits<br>per byte" in html
-    assert "<td>6x128 · 8 heads</td>" in html  # shape from n_layer x d_model, no `describe`
+    assert "<td>6x128 · 8 heads</td>" in html  # the describe the migration gives, the heads
     assert "no generalisation gap to show" in words
     assert "<td>1.715</td><td>—</td><td>—</td>" in html
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from tests.helpers import scalelab, tiny_spec, write_spec
+from tests.helpers import scalelab, scalelab_each, tiny_spec, write_spec
 
 
 def _spec(tmp_path: Path) -> Path:
@@ -95,24 +95,36 @@ def test_a_variant_has_its_run(mirrored):
     assert run.data.metrics["bytes"] == variant["bytes"]
 
 
-def test_an_unknown_scheme_is_one_line_and_writes_nothing(tmp_path):
-    proc = scalelab("run", _spec(tmp_path), "--out", tmp_path / "s", "--mlflow", "foo://bar")
-    assert proc.returncode == 2
-    assert "unknown URI scheme 'foo'" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
-    assert not (tmp_path / "s").exists()
-
-
-def test_an_mlflow_that_does_not_answer_is_one_warning_and_the_study_goes_on(tmp_path):
+@pytest.fixture(scope="module")
+def unmirrored(tmp_path_factory) -> dict[str, tuple]:
+    """`run --mlflow` with an unknown scheme, and with an MLflow server that does not answer (a
+    1-rung study), each in a folder of its own (`scalelab_each`: one process each): {case:
+    (process, its --out folder)}."""
+    unknown, silent = tmp_path_factory.mktemp("unknown"), tmp_path_factory.mktemp("silent")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    spec = write_spec(tmp_path / "one.yaml", tiny_spec(
-        ladder={"sizes": [3.0e3]}, train={"tokens": 4_000}))
-    proc = scalelab("run", spec, "--out", tmp_path / "s", "--mlflow",
-                    f"http://127.0.0.1:{port}", timeout=300)
+    one = write_spec(silent / "one.yaml", tiny_spec(ladder={"sizes": [3.0e3]},
+                                                    train={"tokens": 4_000}))
+    cases = {"unknown": (["run", _spec(unknown), "--out", unknown / "s", "--mlflow", "foo://bar"],
+                         unknown / "s"),
+             "silent": (["run", one, "--out", silent / "s", "--mlflow",
+                         f"http://127.0.0.1:{port}"], silent / "s")}
+    procs = scalelab_each(*[argv for argv, _ in cases.values()], timeout=300)
+    return {k: (proc, out) for (k, (_, out)), proc in zip(cases.items(), procs, strict=True)}
+
+
+def test_an_unknown_scheme_is_one_line_and_writes_nothing(unmirrored):
+    proc, out = unmirrored["unknown"]
+    assert proc.returncode == 2
+    assert "unknown URI scheme 'foo'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_an_mlflow_that_does_not_answer_is_one_warning_and_the_study_goes_on(unmirrored):
+    proc, out = unmirrored["silent"]
     assert proc.returncode == 0, proc.stderr
     warnings = [line for line in proc.stderr.splitlines() if "cannot be reached" in line]
     assert len(warnings) == 1, proc.stderr
-    assert json.loads((tmp_path / "s" / "summary.json").read_text())["rungs"][0]["status"] \
-        == "done"
+    assert json.loads((out / "summary.json").read_text())["rungs"][0]["status"] == "done"

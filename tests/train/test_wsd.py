@@ -128,7 +128,7 @@ def test_the_benchmark_compares_every_matched_rung_and_the_compute(tmp_path):
     out = tmp_path / "wsd.json"
     proc = subprocess.run(
         [sys.executable, "benchmarks/wsd_vs_cosine.py", "--sizes", "3e3,1.2e4", "--tokens",
-         "2e4,4e4,6e4", "--batch", "8", "--block", "32", "--eval-every", "25",
+         "1e4,2e4,3e4", "--batch", "8", "--block", "32", "--eval-every", "25",
          "--final-eval-tokens", "4096", "--threads", "1", "--lr", "3e-3,6e-3", "--seeds", "2",
          "--jobs", "2", "--json", str(out)],
         cwd=root, capture_output=True, text=True, timeout=600)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,32 +18,35 @@ import typer
 from rich.table import Table
 
 from scalelab.cli.app import app, check_device, console, named_progress
-from scalelab.cli.study import ADDRESS_OPTION, MLFLOW_OPTION
-from scalelab.compress.methods import DEFAULT_METHODS, SYNTAX
+from scalelab.cli.study import ADDRESS_OPTION, EXECUTOR_OPTION, MLFLOW_OPTION
+from scalelab.compress.base import REGISTRY, get_method
+from scalelab.compress.methods import default_methods
 from scalelab.errors import UserError
+
+
+def methods_help() -> str:
+    """Each registered method's syntax and summary (its class's own words), as a two-column
+    block of 80 characters (an indented block keeps its line breaks in the help)."""
+    methods = [get_method(kind) for kind in REGISTRY]
+    width = max(len(m.syntax) for m in methods) + 2
+    lines = []
+    for m in methods:
+        wrapped = textwrap.wrap(m.summary, 76 - width, break_on_hyphens=False) or [""]
+        lines += [f"    {m.syntax if i == 0 else '':<{width}}{text}"
+                  for i, text in enumerate(wrapped)]
+    return "\n".join(lines)
+
 
 COMPRESS_HELP = f"""Make compressed variants of a trained rung, measure them like the rungs \
 (validation loss on the same validation data, bytes of the saved file, latency at the study's \
 batch sizes, peak memory), store them in study.db and rebuild the report.
 
-Methods ({SYNTAX}):
+Methods (`scalelab list methods` shows what each one's value means, and its defaults):
 
-    int8            dynamic int8 quantization for CPU inference (ONNX Runtime);
-                    any family
-    fp16, bf16      weights cast to that dtype; any family
-    prune:R[+ft]    structured: remove the fraction R of heads and MLP channels
-                    (gpt) or hidden units (mlp) (0<R<1); +ft adds a short
-                    recovery fine-tune
-    sparse:S        unstructured magnitude pruning to sparsity S (0<S<1) of the
-                    Linear weights; a size study, no speed claim; any family
-    lowrank:F[+ft]  Linear layers replaced by SVD factors of rank F x full rank;
-                    any family
-    distill[:R]     rung R's shape (default: the next smaller rung) trained as a
-                    student of this rung, compared with rung R (same data, no
-                    teacher); language models and classifiers
+{methods_help()}
 
 A method that does not apply to the study's family or task is an error. Without
---methods: those of {", ".join(DEFAULT_METHODS)} that apply.
+--methods: those of {", ".join(default_methods())} that apply.
 
 Each variant is a job of the executor, as a rung is in `scalelab run`: --executor ray makes \
 them side by side as Ray tasks, and --mlflow mirrors each one as a child run of the study's.
@@ -117,9 +121,7 @@ def compress(
         None, "--methods", help="comma-separated methods (see above) [default: the default "
                                 "methods that apply to the study]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
-    executor: str = typer.Option(
-        "local", "--executor", help="local (variants one after another in this process) or ray "
-        "(each variant a Ray task; on a cluster the study folder must be one every node mounts)"),
+    executor: str = EXECUTOR_OPTION,
     address: str | None = ADDRESS_OPTION,
     mlflow: str | None = MLFLOW_OPTION,
 ) -> None:
@@ -173,6 +175,7 @@ def variant_table(summary: dict, names: list[str] | None = None) -> Table:
     largest batch measured: the variant's medians, the base rung's (measured again before it)
     and their ratio, the speedup; `!` marks a latency flagged unstable (`scalelab.latency`)."""
     from scalelab import latency
+    from scalelab.compress.base import find_method
 
     shown = [v for v in summary["variants"] if names is None or v["name"] in names]
     batches = sorted({b for v in shown for b in latency.medians(v.get("latency_ms"))}, key=int)
@@ -190,7 +193,7 @@ def variant_table(summary: dict, names: list[str] | None = None) -> Table:
         speed = latency.speedups(base, lat).get(big)
         mark = {b: "!" if latency.flagged(v, b) else "" for b in ("1", big)}
         base_mark = "!" if latency.flagged(extra, big, "base_") else ""
-        if v["method"] == "sparse":
+        if not find_method(v["method"]).claims_speedup:
             speed_txt = "not claimed"
         else:
             speed_txt = (_f(speed, ".2f") + ("x" if speed is not None else "")
@@ -298,19 +301,20 @@ def export(
     check_writable(onnx)
     res = _resolve(spec, folder)
     task, family = res.task, res.family
-    reference = load_rung_model(folder, row, family)
+    reference = rung_model = load_rung_model(folder, row, family)
     what = f"rung {row['rung']}"
-    if v is not None and v["method"] == "int8":
-        shutil.copyfile(load_variant(folder, v, rungs, family).path, onnx)
-        diff = max_abs_logit_diff(reference, OrtModule(onnx), task)
-        console.print(f"wrote {onnx} (variant {v['name']}, int8, copied)")
-        console.print(f"max abs logit difference vs the fp32 rung: {diff:.3g} "
-                      "(int8 quantization error, not an export error)")
-        return
     if v is not None:
         reference = load_variant(folder, v, rungs, family)
-        what = f"variant {v['name']}" + (f" (its {v['method']} weights run in fp32)"
-                                          if v["method"] in ("fp16", "bf16") else "")
+        if isinstance(reference, OrtModule):  # the variant is an ONNX model already (int8)
+            shutil.copyfile(reference.path, onnx)
+            diff = max_abs_logit_diff(rung_model, OrtModule(onnx), task)
+            note = get_method(v["method"]).restored_note or "the variant's own error"
+            console.print(f"wrote {onnx} (variant {v['name']}, {v['method']}, copied)")
+            console.print(f"max abs logit difference vs the fp32 rung: {diff:.3g} ({note}, "
+                          "not an export error)")
+            return
+        note = get_method(v["method"]).restored_note
+        what = f"variant {v['name']}" + (f" ({note})" if note else "")
     exporter = export_onnx(reference, onnx, task.example_input(EXPORT_BATCH))
     diff = max_abs_logit_diff(reference, OrtModule(onnx), task)
     ok = diff < ONNX_TOLERANCE

@@ -16,7 +16,7 @@ import typer
 from rich.table import Table
 
 from scalelab.cli.app import app, check_device, console, named_progress
-from scalelab.cli.study import ADDRESS_OPTION, MLFLOW_OPTION
+from scalelab.cli.study import ADDRESS_OPTION, EXECUTOR_OPTION, MLFLOW_OPTION
 from scalelab.errors import UserError
 from scalelab.finetune.methods import DEFAULT_METHODS
 from scalelab.finetune.second_task import ON_HELP
@@ -113,10 +113,7 @@ def finetune(
                                "[default: 25% of the smallest chosen rung's D]"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda"),
     redo: bool = typer.Option(False, "--redo", help="make stored fine-tunes again"),
-    executor: str = typer.Option(
-        "local", "--executor", help="local (fine-tunes one after another in this process) or "
-        "ray (each fine-tune a Ray task, retried from its checkpoint if its worker dies; on a "
-        "cluster the study folder must be one every node mounts)"),
+    executor: str = EXECUTOR_OPTION,
     address: str | None = ADDRESS_OPTION,
     mlflow: str | None = MLFLOW_OPTION,
 ) -> None:

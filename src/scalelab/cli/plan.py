@@ -10,6 +10,7 @@ import yaml
 from rich.table import Table
 
 from scalelab.cli.app import app, console
+from scalelab.cli.study import ADDRESS_OPTION, EXECUTOR_OPTION, STORAGE_OPTION
 from scalelab.errors import UserError
 from scalelab.values import fmt_count, fmt_flops, fmt_seconds
 
@@ -155,3 +156,80 @@ def plan(
     console.print(f"noise: {src.noise.source} ({100 * src.noise.record['sigma']:.2f}% pooled); "
                   f"cost: {result['cost']}", highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")
+
+
+GROW_HELP = """Grow a study toward --target N, one step at a time, each step's forecast recorded
+before it trains: progressive scaling that checks itself.
+
+Each step proposes the next rung: of 1 to 3 seeds at a new size (the largest measured times 1.5
+to 4, at least 2 times below the target) or at a size the study has, the one that most narrows
+the spread of the law's prediction at the target per FLOP (by more than the simulation's noise;
+if none does, the one leaving the narrowest spread), by the plan's simulation (the study's law
+plus its seed noise; a study without repeats takes its law's residual noise, or --noise).
+It records the law's prediction for each of the step's rungs, with the 95% interval of one run
+there (the law's bootstrap interval widened by one run's seed noise), in study.db BEFORE
+training them; trains them as rungs of the study (through --executor, as `scalelab run`
+does: D, learning rate and shape by the study's rules); records what they measured; refits.
+It stops after --steps steps toward the target, when the study's 95% interval at the target is
+within --tolerance, or when no further step fits the budget.
+
+A rerun of the same command resumes: a step a kill cut short trains its rungs from their
+checkpoints, and its forecasts stay as recorded. summary.json (`forecasts`) and report.html
+("Forecast record") show every forecast against what was measured.
+"""
+
+
+@app.command(help=GROW_HELP)
+def grow(
+    folder: Path = typer.Argument(..., help="study folder (a ladder in N with a fitted law)"),
+    target: float = typer.Option(..., "--target", help="the size N (non-embedding "
+                                 "parameters) to grow toward; beyond every measured size"),
+    tolerance: str = typer.Option("2%", "--tolerance", help="stop once the interval at the "
+                                  "target is within this"),
+    steps: int = typer.Option(3, "--steps", help="the most steps toward the target (counting "
+                              "steps of earlier runs of this grow)"),
+    budget: float | None = typer.Option(None, "--budget", help="the most FLOPs the grown rungs "
+                                        "may spend"),
+    seconds: float | None = typer.Option(None, "--seconds", help="the most training seconds, "
+                                         "at the study's measured FLOPs per second"),
+    noise: str | None = typer.Option(None, "--noise", help="noise of one run, sd of log loss "
+                                     "(1% or 0.01), instead of the study's"),
+    sims: int = typer.Option(200, "--sims", min=10, help="synthetic ladders per candidate step"),
+    seed: int = typer.Option(0, "--seed", help="seed of the synthetic ladders"),
+    executor: str = EXECUTOR_OPTION,
+    address: str | None = ADDRESS_OPTION,
+    storage: str | None = STORAGE_OPTION,
+) -> None:
+    from scalelab.cli.study import (
+        ResumeNote,
+        execute_options,
+        incomplete_is_exit_1,
+        interrupted_is_exit_130,
+    )
+    from scalelab.plan.grow import grow as grow_study
+
+    tol = _fraction(tolerance, "--tolerance")
+    sigma = None if noise is None else _fraction(noise, "--noise")
+    note = ResumeNote()
+
+    def done(plan, row: dict) -> None:
+        console.print(f"rung {plan.rung} (N = {plan.n_nonembed:,}): {row['status']}, "
+                      f"val_loss {row['val_loss']}", highlight=False)
+
+    with interrupted_is_exit_130(folder, note), incomplete_is_exit_1():
+        out = grow_study(folder, target, tolerance=tol, steps=steps, budget=budget,
+                         seconds=seconds, noise=sigma, sims=sims, seed=seed,
+                         execute=execute_options(executor, address, storage), observers=[note],
+                         say=lambda line: console.print(line, highlight=False, soft_wrap=True),
+                         on_rung_done=done)
+    for f in out.forecasts:
+        inside = "-" if f["measured"] is None else \
+            ("inside" if f["lo"] <= f["measured"] <= f["hi"] else "OUTSIDE")
+        measured = "-" if f["measured"] is None else f"{f['measured']:.4f}"
+        console.print(f"step {f['step']} rung {f['rung']} N = {f['n']:,.0f}: forecast "
+                      f"{f['predicted']:.4f} [{f['lo']:.4f}, {f['hi']:.4f}], measured "
+                      f"{measured} ({inside})", highlight=False)
+    interval = "" if out.lo is None else f" [{out.lo:.4f}, {out.hi:.4f}]"
+    console.print(f"stopped: {out.stop}; law at N = {fmt_count(target)}: {out.point:.4f}"
+                  f"{interval}", highlight=False, soft_wrap=True)
+    console.print(f"report: {folder / 'report.html'}")

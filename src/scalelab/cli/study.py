@@ -15,6 +15,7 @@ from rich.table import Table
 
 from scalelab.cli.app import app, check_device, console, err_console
 from scalelab.errors import UserError
+from scalelab.execute import executor_help
 from scalelab.execute.base import BaseObserver
 from scalelab.spec import EXAMPLE_SPEC, base_note, load_spec, preset_spec, quick_spec
 from scalelab.storage import StudyStore
@@ -192,9 +193,7 @@ def fit_lines(summary: dict) -> list[str]:
     return lines
 
 
-EXECUTOR_OPTION = typer.Option(
-    "local", "--executor", help="local (rungs one after another in this process) or ray (each "
-    "rung a Ray task: side by side where resources allow, retried if its worker dies)")
+EXECUTOR_OPTION = typer.Option("local", "--executor", help=f"where jobs run: {executor_help()}")
 ADDRESS_OPTION = typer.Option(
     None, "--address", help="Ray cluster to join (HOST:PORT, ray://HOST:PORT or auto) "
     "[default: start a local Ray in this process]")

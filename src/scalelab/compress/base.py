@@ -1,26 +1,35 @@
-"""The compression method protocol, what a method is handed (`Context`) and returns (`Built`), and
-the registry of methods.
+"""The compression method plugin, the registry of methods, what a method is handed (`Context`)
+and returns (`Built`).
 
-A method kind (`int8`, `prune`, ...) is one object, a subclass of `CompressMethod`, that offers
+A method kind (`int8`, `prune`, ...) is one class, a subclass of `CompressMethod`, in one module,
+plus one line in `REGISTRY` (`kind: "module:Class"`). The class declares everything the rest of
+scalelab shows or checks about the method, so nothing else names it:
 
-- `supports(family, objective) -> Support`: whether it applies to a study's family (by name) and
-  task objective (lm, classification, regression); a `Support` is truthy when it does and carries
-  the one line shown to the user when it does not, e.g.
+- what its method string takes (`argument`: an `Argument`, or None for a bare name such as
+  `int8`; `finetune_option`: whether `+ft` applies; `takes_student`: whether the plan gives it a
+  smaller trained rung, as `distill`); parsing, the syntax in messages and help, and the variant
+  names follow from these;
+- `summary` (one line for `scalelab compress --help` and `scalelab list methods`) and
+  `describe(method)` (one line on what a parsed method does, said as its variant starts);
+- `families` and `objectives` it applies to (None: all); `supports(family, objective)` returns a
+  `Support` that is truthy when it applies and carries the one line shown when it does not, e.g.
   "prune does not apply to family 'cnn' (it supports gpt, mlp)";
-- `describe(method) -> str`: one line saying what the parsed method does;
+- `defaults`: its method strings in the default list (no `--methods`);
+- its report style: `style` (legend label, colour, marker), `claims_speedup` (False: tables
+  say "not claimed" instead of a speedup), `section_note` (a sentence the compression section
+  adds when the study has such variants), `notes(variant, batch, unit)` (the notes cell of its
+  table row) and `report_table(variants, unit)` (a table of its own, or None);
 - `make(ctx, method, name) -> Built`: the compressed model, its saved file and counts, and the
-  method's own settings and facts (measurement is not the method's job: the driver measures every
+  method's own settings and facts (measurement is not the method's job: the job measures every
   variant with `train.measure.measure_model`, the rungs' harness);
 - `after_measure(built, measured) -> dict`: facts that need the measurement (e.g. int8's speedup
   over the fp32 graph in the same runtime); empty by default;
-- `restore_shape(variant, rungs) -> dict`: the family shape a stored variant is built from
-  (default: the settings' `shape`, else its rung's shape);
-- `restore(family, shape, variant, path) -> nn.Module`: the stored variant as a CPU fp32 module
-  (int8: its ONNX Runtime module).
+- `restore_shape(variant, rungs) -> dict` and `restore(family, shape, variant, path)`: the stored
+  variant as a CPU fp32 module (int8: its ONNX Runtime module); `restored_note` is what export
+  says of it (a cast's weights run in fp32; int8's difference is its quantization error).
 
-Parsing stays in `methods.py` (pure, no torch), so adding a method is its `methods.py` syntax,
-one module with its class, and one line in `REGISTRY`. Method modules are imported on first use,
-so parsing and planning never import torch.
+This module and `methods.py` (parsing) import no torch; a method's own module is imported the
+first time its kind is looked up (`get_method`).
 
 Decisions:
 - `supports` takes the family's *name*: a study row, the stored spec and a Family object all give
@@ -38,8 +47,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from scalelab.compress.methods import KINDS, Method
+from scalelab import latency
 from scalelab.errors import UserError
+from scalelab.progress import ProgressFn
+from scalelab.values import fmt_spec
 
 if TYPE_CHECKING:
     import torch
@@ -52,16 +63,96 @@ if TYPE_CHECKING:
 
 REGISTRY: dict[str, str] = {
     "int8": "scalelab.compress.quantize:Int8",
-    "fp16": "scalelab.compress.quantize:Cast",
-    "bf16": "scalelab.compress.quantize:Cast",
+    "fp16": "scalelab.compress.quantize:Fp16",
+    "bf16": "scalelab.compress.quantize:Bf16",
     "prune": "scalelab.compress.prune:Prune",
     "sparse": "scalelab.compress.sparse:Sparse",
     "lowrank": "scalelab.compress.lowrank:LowRank",
     "distill": "scalelab.compress.distill:Distill",
 }
-assert set(REGISTRY) == set(KINDS), "every parsed method kind needs a registry entry"
 
-ProgressFn = Callable[[str, int, int, float], None]
+
+@dataclass(frozen=True)
+class Method:
+    """One parsed method string: its kind, its argument (a fraction, or for a method that takes
+    a rung the rung index) and whether a recovery fine-tune follows."""
+
+    kind: str
+    value: float | None = None
+    finetune: bool = False
+
+    @property
+    def text(self) -> str:
+        """Canonical spelling, e.g. `prune:0.5+ft`, `distill:2`."""
+        out = self.kind if self.value is None else f"{self.kind}:{self.value:g}"
+        return out + ("+ft" if self.finetune else "")
+
+    def variant_name(self, rung: int, student: int | None = None) -> str:
+        """Name in the variants table: r<rung>-<kind><value>[-ft], e.g. r5-prune0.5-ft; a
+        method with a student rung: r<rung>-<kind>-r<student>, e.g. r3-distill-r2."""
+        if student is not None:
+            return f"r{rung}-{self.kind}-r{student}"
+        name = f"r{rung}-{self.kind}"
+        if self.value is not None:
+            name += f"{self.value:g}"
+        return name + ("-ft" if self.finetune else "")
+
+
+@dataclass(frozen=True)
+class Argument:
+    """What follows `kind:` in a method string: a number strictly between 0 and 1, or (with
+    `integer`) a whole number in [low, high]. `letter` is how the syntax writes it (R in
+    `prune:R`), `name` what messages call it; `optional`: it may be left out (value None)."""
+
+    letter: str
+    name: str
+    integer: bool = False
+    optional: bool = False
+    low: int = 0
+    high: int | None = None
+    example: str = "0.5"
+    help: str = ""
+
+    def parse(self, arg: str, kind: str, text: str) -> float:
+        """The value of `arg` (the text after the colon); one UserError line when it is bad."""
+        if self.integer:
+            if not arg.isdigit():
+                raise UserError(f"{text}: {kind} takes a {self.name}, e.g. {kind}:{self.example}")
+            value = int(arg)
+            if value < self.low or (self.high is not None and value > self.high):
+                top = "" if self.high is None else f" and at most {self.high}"
+                raise UserError(f"{text}: {self.name} must be at least {self.low}{top}, got {arg}")
+            return value
+        try:
+            number = float(arg)
+        except ValueError:
+            raise UserError(f"{text}: {self.name} {arg!r} is not a number") from None
+        if not 0.0 < number < 1.0:
+            raise UserError(f"{text}: {self.name} must be between 0 and 1 (exclusive), got {arg}")
+        return number
+
+
+@dataclass(frozen=True)
+class Style:
+    """How the report draws a method's variants: legend label (default: the kind), matplotlib
+    colour and marker, marker size."""
+
+    color: str = "#333333"
+    marker: str = "o"
+    size: float = 6.0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class ReportTable:
+    """A table a method adds to the report's compression section: heading, the paragraph before
+    it, the HTML class, column heads and rows of plain text (the report escapes them)."""
+
+    title: str
+    intro: str
+    css: str
+    heads: Sequence[str]
+    rows: Sequence[Sequence[Any]]
 
 
 @dataclass(frozen=True)
@@ -141,15 +232,62 @@ def rung_shape(row: Mapping[str, Any]) -> dict:
     return dict(shape)
 
 
+def latency_cell(medians: Mapping[str, float], holder: Mapping[str, Any], batch: str,
+                 prefix: str = "") -> str:
+    """A shown median latency (3 significant digits), marked when its series is flagged."""
+    text = fmt_spec(medians.get(batch), ".3g")
+    return text + (latency.UNSTABLE_MARK if latency.flagged(holder, batch, prefix) else "")
+
+
 class CompressMethod:
-    """Base class of the registry's objects; see the module docstring for the protocol."""
+    """Base class of the registry's methods; see the module docstring for what a method
+    declares. The defaults describe a method that takes no argument, applies everywhere, is not
+    in the default list and whose notes cell is its variant's `extra.note`."""
 
     kind: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    argument: ClassVar[Argument | None] = None
+    finetune_option: ClassVar[bool] = False
+    takes_student: ClassVar[bool] = False
     families: ClassVar[tuple[str, ...] | None] = None  # None: every family
     objectives: ClassVar[tuple[str, ...] | None] = None  # None: every task objective
+    defaults: ClassVar[tuple[str, ...]] = ()
+    style: ClassVar[Style] = Style()
+    claims_speedup: ClassVar[bool] = True
+    section_note: ClassVar[str] = ""
+    restored_note: ClassVar[str] = ""
 
     def __init__(self, kind: str | None = None) -> None:
         self.kind = kind or type(self).kind
+
+    # -- the method string ---------------------------------------------------------------------
+
+    @property
+    def syntax(self) -> str:
+        """How its method string is written, e.g. `prune:R[+ft]`, `distill[:RUNG]`."""
+        a = self.argument
+        arg = "" if a is None else (f"[:{a.letter}]" if a.optional else f":{a.letter}")
+        return self.kind + arg + ("[+ft]" if self.finetune_option else "")
+
+    def parse(self, arg: str, finetune: bool, text: str) -> Method:
+        """The `Method` of a string of this kind, split into its argument (after the colon, ""
+        when there is none) and its `+ft`; one UserError line when it is bad."""
+        if finetune and not self.finetune_option:
+            takers = [k for k in REGISTRY if get_method(k).finetune_option]
+            raise UserError(f"{text}: '+ft' (recovery fine-tune) applies to "
+                            f"{' and '.join(takers)} only")
+        a = self.argument
+        if a is None:
+            if arg:
+                raise UserError(f"{text}: {self.kind} takes no value")
+            return Method(self.kind, None, finetune)
+        if not arg:
+            if a.optional:
+                return Method(self.kind, None, finetune)
+            raise UserError(f"{text}: {self.kind} needs a {a.name}, e.g. {self.kind}:{a.example}")
+        return Method(self.kind, a.parse(arg, self.kind, text), finetune)
+
+    # -- where it applies ----------------------------------------------------------------------
 
     def supports(self, family: str, objective: str | None = None) -> Support:
         if self.families is not None and family not in self.families:
@@ -162,8 +300,23 @@ class CompressMethod:
                                   f"{', '.join(self.objectives)})")
         return Support(True)
 
+    # -- what it says --------------------------------------------------------------------------
+
     def describe(self, method: Method) -> str:
-        raise NotImplementedError
+        """One line on what the parsed method does (default: the summary)."""
+        return self.summary
+
+    def notes(self, variant: Mapping[str, Any], batch: str, unit: str) -> str:
+        """The notes cell of the variant's report row; `batch` is the larger latency batch the
+        table shows, `unit` what the study's D counts (token, byte, example)."""
+        return str((variant.get("extra") or {}).get("note", ""))
+
+    def report_table(self, variants: Sequence[Mapping[str, Any]],
+                     unit: str) -> ReportTable | None:
+        """A table of this method's variants beside the main one (None: none)."""
+        return None
+
+    # -- making and restoring ------------------------------------------------------------------
 
     def make(self, ctx: Context, method: Method, name: str) -> Built:
         raise NotImplementedError
@@ -182,18 +335,26 @@ class CompressMethod:
         raise NotImplementedError
 
 
-_INSTANCES: dict[str, CompressMethod] = {}
+_INSTANCES: dict[tuple[str, str], CompressMethod] = {}
 
 
 def get_method(kind: str) -> CompressMethod:
-    """The registry's object for a method kind (imported on first use)."""
+    """The registry's object for a method kind (its module imported on first use)."""
     if kind not in REGISTRY:
         raise UserError(f"unknown compression method {kind!r}; known methods: "
                         f"{', '.join(REGISTRY)}")
-    if kind not in _INSTANCES:
+    key = (kind, REGISTRY[kind])
+    if key not in _INSTANCES:
         module, _, attr = REGISTRY[kind].partition(":")
-        _INSTANCES[kind] = getattr(importlib.import_module(module), attr)(kind)
-    return _INSTANCES[kind]
+        _INSTANCES[key] = getattr(importlib.import_module(module), attr)(kind)
+    return _INSTANCES[key]
+
+
+def find_method(kind: str) -> CompressMethod:
+    """The method of a stored variant's kind for showing it; a kind no longer registered (a
+    plugin of another installation) gets the base class's defaults (its `extra.note`, a grey
+    circle) rather than an error, so the report still shows every variant."""
+    return get_method(kind) if kind in REGISTRY else CompressMethod(kind)
 
 
 def check_supported(methods: Sequence[Method], family: str, objective: str | None) -> None:
@@ -210,5 +371,6 @@ def applicable(methods: Sequence[Method], family: str, objective: str | None) ->
     return [m for m in methods if get_method(m.kind).supports(family, objective)]
 
 
-__all__ = ["REGISTRY", "Built", "CompressMethod", "Context", "Support", "applicable",
-           "check_supported", "get_method", "rung_shape"]
+__all__ = ["REGISTRY", "Argument", "Built", "CompressMethod", "Context", "Method", "ReportTable",
+           "Style", "Support", "applicable", "check_supported", "find_method", "get_method",
+           "latency_cell", "rung_shape"]

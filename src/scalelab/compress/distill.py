@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +31,23 @@ import torch.nn as nn
 from safetensors.torch import load_model
 from torch.nn import functional as F
 
-from scalelab.compress.base import Built, CompressMethod, Context, rung_shape
-from scalelab.compress.methods import Method
+from scalelab.compress.base import (
+    Argument,
+    Built,
+    CompressMethod,
+    Context,
+    Method,
+    ReportTable,
+    Style,
+    rung_shape,
+)
 from scalelab.models.base import Family
 from scalelab.records import RungPlan
 from scalelab.spec import TrainSpec
 from scalelab.tasks.base import Task, autocast
 from scalelab.train.checkpoint import save_weights
 from scalelab.train.loop import LossFn, TrainOutcome, train_rung
+from scalelab.values import fmt_spec
 
 TEMPERATURE = 2.0
 ALPHA = 0.5  # weight of the soft-target term; 1 - ALPHA on the task's hard loss
@@ -121,7 +130,15 @@ class Distill(CompressMethod):
     """`distill[:R]`: any family; lm and classification tasks (see the module docstring)."""
 
     kind = "distill"
+    summary = ("the shape of rung RUNG (default: the next smaller rung) trained as a student "
+               "of this rung, compared with that rung itself (same data, no teacher); language "
+               "models and classifiers")
+    argument = Argument("RUNG", "student rung index", integer=True, optional=True, example="2",
+                        help="default: the next smaller trained rung")
+    takes_student = True
     objectives = OBJECTIVES
+    defaults = ("distill",)
+    style = Style("#e6ab02", "*", size=8)
 
     def describe(self, method: Method) -> str:
         student = "the next smaller rung" if method.value is None else f"rung {method.value}"
@@ -160,6 +177,38 @@ class Distill(CompressMethod):
     def after_measure(self, built: Built, measured: dict) -> dict:
         val, base = measured.get("val_loss"), built.extra.get("baseline_val_loss")
         return {} if val is None or base is None else {"loss_vs_baseline": val - base}
+
+    def notes(self, variant: Mapping[str, Any], batch: str, unit: str) -> str:
+        ex = variant.get("extra") or {}
+        return (f"student of rung {ex.get('teacher_rung')} with rung {ex.get('student_rung')}'s "
+                "shape")
+
+    def report_table(self, variants: Sequence[Mapping[str, Any]],
+                     unit: str) -> ReportTable | None:
+        """Each student beside the rung of its shape trained without a teacher on the same
+        data, and whether the stream was verified the same."""
+        rows = []
+        for v in variants:
+            ex = v.get("extra") or {}
+            verified = {True: "verified (hash of batches)", False: "NOT the same",
+                        None: "not checked (resumed)"}[ex.get("stream_verified")]
+            d = ex.get("student_D", ex.get("student_tokens"))  # scalelab 1: student_tokens
+            rows.append((v["name"], ex.get("student_rung"), fmt_spec(d, ",.0f"),
+                         f"rung {ex.get('teacher_rung')}, "
+                         f"{fmt_spec(ex.get('teacher_val_loss'), '.4f')}",
+                         fmt_spec(v.get("val_loss"), ".4f"),
+                         fmt_spec(ex.get("baseline_val_loss"), ".4f"),
+                         fmt_spec(ex.get("loss_vs_baseline"), "+.4f"), verified,
+                         f"{ex.get('temperature')}, {ex.get('alpha')}"))
+        heads = ("student", "shape of rung", f"D ({unit}s)", "teacher (rung, loss)",
+                 "loss with teacher", "loss without teacher (the rung)", "difference",
+                 "same token stream", "T, alpha")
+        return ReportTable(
+            "Distillation",
+            "The student has the shape of a smaller rung and is trained with that rung's own "
+            "plan (seed, steps, batches, schedule) on soft targets of the teacher plus the "
+            "task's own (hard) loss; the comparison is that rung itself, trained on the same "
+            "data without a teacher.", "distill", heads, rows)
 
     def restore_shape(self, variant: Mapping[str, Any], rungs: Mapping[int, dict]) -> dict:
         settings = variant.get("settings") or {}

@@ -11,9 +11,9 @@ spec's batch sizes on `task.example_input`; peak memory); this driver records th
 `variants/` in the study folder (on a cluster, a folder every node mounts). The base rung's
 latency is measured again right before each variant's, so `extra.speedup` compares two numbers
 taken under the same machine load; `extra.base_latency_ms` holds the medians it divides, with
-their IQRs (`base_latency_iqr_ms`) and flags (`base_latency_unstable`). Every latency series
-whose IQR is large against its median is measured again (up to `latency.MAX_SERIES` series)
-and flagged when none is steady (`scalelab.latency`).
+their IQRs (`base_latency_iqr_ms`) and flags (`base_latency_unstable`). Every latency (the fastest
+of its sub-series) whose IQR is large against its median is measured again (up to
+`latency.MAX_SERIES` measurements) and flagged when none is steady (`scalelab.latency`).
 
 Notes on the stored fields:
 - `peak_mem_bytes` of a variant is the peak over its evaluation and latency runs (inference),
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from scalelab import latency
-from scalelab.compress.base import ProgressFn, get_method
+from scalelab.compress.base import get_method
 from scalelab.compress.job import VARIANTS_DIR, VariantPayload
 from scalelab.compress.plan import CompressPlan, plan_compress
 from scalelab.execute import check_storage
@@ -55,6 +55,7 @@ from scalelab.execute.base import (
 )
 from scalelab.execute.local import LocalExecutor
 from scalelab.execute.progress import ProgressBars
+from scalelab.progress import ProgressFn
 from scalelab.records import RungPlan, Variant
 
 if TYPE_CHECKING:

@@ -20,9 +20,8 @@ from pathlib import Path
 import torch
 
 from scalelab import latency
-from scalelab.compress.base import Context, get_method
+from scalelab.compress.base import Context, Method, get_method
 from scalelab.compress.load import load_rung_model
-from scalelab.compress.methods import Method
 from scalelab.execute.base import Emit, Finished, Job, Progress, Started, Workload
 from scalelab.records import Variant
 from scalelab.train import measure

@@ -24,10 +24,9 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_model
 
-from scalelab.compress.base import Built, CompressMethod, Context
+from scalelab.compress.base import Argument, Built, CompressMethod, Context, Method, Style
 from scalelab.compress.layers import set_submodule, untied_linears
-from scalelab.compress.methods import Method
-from scalelab.compress.recover import finish
+from scalelab.compress.recover import finetune_note, finish
 from scalelab.errors import UserError
 from scalelab.models.base import Family
 
@@ -79,6 +78,11 @@ class LowRank(CompressMethod):
     """`lowrank:F[+ft]`: truncated-SVD factors of the untied Linear layers; any family."""
 
     kind = "lowrank"
+    summary = "Linear layers replaced by SVD factors of rank F x full rank; any family"
+    argument = Argument("F", "rank fraction")
+    finetune_option = True
+    defaults = ("lowrank:0.5",)
+    style = Style("#1b9e77", "P")
 
     def describe(self, method: Method) -> str:
         ft = ", then a recovery fine-tune" if method.finetune else ""
@@ -94,6 +98,11 @@ class LowRank(CompressMethod):
                             f"{method.value:g}")
         return finish(ctx, model, name, method, {"rank_fraction": method.value, "ranks": ranks},
                       {"factored_layers": len(ranks)})
+
+    def notes(self, variant: Mapping[str, Any], batch: str, unit: str) -> str:
+        st, ex = variant.get("settings") or {}, variant.get("extra") or {}
+        return (f"rank fraction {st.get('rank_fraction')}, {ex.get('factored_layers')} layers "
+                "factored" + finetune_note(st, ex, unit))
 
     def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
                 path: Path) -> nn.Module:

@@ -3,13 +3,13 @@ against the study happens here, before anything is built or written.
 
 UserErrors (one line each): unknown methods and ratios outside (0, 1) (from `methods.py`); a
 study without trained rungs; a rung that does not exist or is not trained; a method that does
-not apply to the study's family or task objective (`base.check_supported`); a distillation
-without a smaller trained rung, or with a student rung that is not smaller; two methods naming
-the same variant.
+not apply to the study's family or task objective (`base.check_supported`); a method that takes
+a student (distill) without a smaller trained rung, or with a student rung that is not smaller;
+two methods naming the same variant.
 
-`methods=None` means the default list (`methods.DEFAULT_METHODS`) reduced to what applies: the
-methods that support the family and objective, and `distill` only when a smaller trained rung
-exists. Methods the user names are never dropped silently.
+`methods=None` means the default list (`methods.default_methods()`) reduced to what applies: the
+methods that support the family and objective, and those that take a student only when a
+smaller trained rung exists. Methods the user names are never dropped silently.
 
 Planning reads only store rows (plain dicts), so the CLI runs it on a read-only view of the
 study first: bad input changes nothing.
@@ -20,15 +20,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from scalelab.compress.base import applicable, check_supported
-from scalelab.compress.methods import DEFAULT_METHODS, Method, parse_methods, parse_rung
+from scalelab.compress.base import Method, applicable, check_supported, get_method
+from scalelab.compress.methods import default_methods, parse_methods, parse_rung
 from scalelab.errors import UserError
 
 
 @dataclass
 class CompressPlan:
     """The checked plan: the base rung's store row, the methods in order, and the student rung
-    row of each distillation."""
+    row of each method that takes one (distill)."""
 
     rung: dict
     methods: list[Method]
@@ -77,25 +77,25 @@ def plan_compress(rungs: Sequence[dict], rung: str | int = "largest",
     """Check every argument against the study's rung rows; raises UserError before anything is
     written. `family` (a family name) defaults to the rung row's `family`; `objective` (the
     task's: lm, classification, regression) None skips the objective check."""
-    parsed = parse_methods(list(DEFAULT_METHODS) if methods is None else methods)
+    parsed = parse_methods(default_methods() if methods is None else methods)
     target = choose_rung(rungs, rung)
     done = done_rungs(rungs)
     family = family or target["family"]
     smaller = [r for r in done if r["n_nonembed"] < target["n_nonembed"]]
     if methods is None:
         parsed = [m for m in applicable(parsed, family, objective)
-                  if m.kind != "distill" or smaller]
+                  if not get_method(m.kind).takes_student or smaller]
         if not parsed:
             raise UserError(f"no default compression method applies to family {family!r}")
     else:
         check_supported(parsed, family, objective)
     plan = CompressPlan(target, parsed)
     for m in parsed:
-        if m.kind != "distill":
+        if not get_method(m.kind).takes_student:
             continue
         if m.value is None:
             if not smaller:
-                raise UserError(f"distill needs a trained rung smaller than rung "
+                raise UserError(f"{m.kind} needs a trained rung smaller than rung "
                                 f"{target['rung']} to take its shape as the student")
             plan.students[m] = max(smaller, key=lambda r: r["n_nonembed"])
         else:

@@ -38,9 +38,16 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_model
 
-from scalelab.compress.base import Built, CompressMethod, Context, rung_shape
-from scalelab.compress.methods import Method
-from scalelab.compress.recover import finish
+from scalelab.compress.base import (
+    Argument,
+    Built,
+    CompressMethod,
+    Context,
+    Method,
+    Style,
+    rung_shape,
+)
+from scalelab.compress.recover import finetune_note, finish
 from scalelab.models.base import Family
 from scalelab.tasks.base import Task
 
@@ -175,7 +182,13 @@ class Prune(CompressMethod):
     """`prune:R[+ft]`: structured pruning of gpt and mlp models (see the module docstring)."""
 
     kind = "prune"
+    summary = ("structured: remove the fraction R of heads and MLP channels (gpt) or hidden "
+               "units (mlp); +ft adds a short recovery fine-tune")
+    argument = Argument("R", "ratio")
+    finetune_option = True
     families = tuple(PRUNERS)
+    defaults = ("prune:0.25", "prune:0.5", "prune:0.5+ft")
+    style = Style("#e7298a", "D")
 
     def describe(self, method: Method) -> str:
         ft = ", then a recovery fine-tune" if method.finetune else ""
@@ -189,6 +202,18 @@ class Prune(CompressMethod):
         return finish(ctx, model, name, method, {"ratio": method.value, "shape": shape},
                       {"structure": changes, "shape_before": ctx.family.describe(ctx.shape),
                        "shape_after": ctx.family.describe(shape)})
+
+    def notes(self, variant: Mapping[str, Any], batch: str, unit: str) -> str:
+        """What was removed ("attention heads per layer 4 → 2, ..."), then the fine-tune."""
+        st, ex = variant.get("settings") or {}, variant.get("extra") or {}
+        if ex.get("structure"):
+            removed = ", ".join(f"{c.get('part')} {c.get('before')} → {c.get('after')}"
+                                for c in ex["structure"])
+        else:  # scalelab 1 variants: per-block widths in the settings, the old ones in extra
+            s = st.get("structure") or {}
+            removed = (f"heads per layer {ex.get('heads_before')} → {s.get('heads')}, MLP "
+                       f"channels {ex.get('ffn_before')} → {s.get('ffn')}")
+        return removed + finetune_note(st, ex, unit)
 
     def restore_shape(self, variant: Mapping[str, Any], rungs: Mapping[int, dict]) -> dict:
         settings = variant.get("settings") or {}

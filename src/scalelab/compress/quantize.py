@@ -51,7 +51,8 @@ three `compress` runs on the idle machine its batch-32 latency came out 0.98, 0.
 fp32 and bf16 series timed between them. The spells (the thread's own CPU time per call up 1.2-2x
 for ~50-100 ms) slow all three dtypes when their calls alternate one by one; fp16's series, 4x
 longer, are caught far more often. Such a variant's note says so, and fp16 is not among the
-default methods (`methods.DEFAULT_METHODS`).
+default methods (`Fp16.defaults`); bf16, the dtype CUDA training autocasts to, is the default half
+precision.
 """
 
 from __future__ import annotations
@@ -66,12 +67,19 @@ import torch.nn as nn
 from safetensors.torch import load_model
 
 from scalelab import latency
-from scalelab.compress.base import Built, CompressMethod, Context
-from scalelab.compress.methods import Method
+from scalelab.compress.base import (
+    Built,
+    CompressMethod,
+    Context,
+    Method,
+    Style,
+    latency_cell,
+)
 from scalelab.export import EXPORT_BATCH, OrtModule, export_onnx, quiet, require_onnx
 from scalelab.models.base import Family
 from scalelab.train.checkpoint import save_weights
 from scalelab.train.measure import latencies
+from scalelab.values import fmt_spec
 
 CAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 INTEGER_OPS = ("MatMulInteger", "ConvInteger")  # ORT's dynamic-quantized weight kernels
@@ -171,6 +179,12 @@ class Int8(CompressMethod):
     """`int8`: ONNX Runtime dynamic quantization; any family (see the module docstring)."""
 
     kind = "int8"
+    summary = "dynamic int8 quantization for CPU inference (ONNX Runtime); any family"
+    defaults = ("int8",)
+    style = Style("#d95f02", "s")
+    section_note = ("int8 runs in ONNX Runtime, so its table row also gives the same graph's "
+                    "fp32 latency in that runtime.")
+    restored_note = "int8 quantization error"
 
     def describe(self, method: Method) -> str:
         return ("int8 weights (per tensor), activations quantized at run time, run by ONNX "
@@ -194,6 +208,20 @@ class Int8(CompressMethod):
         return {"speedup_vs_fp32_onnxruntime": latency.speedups(
             built.extra["fp32_onnxruntime_latency_ms"], measured["latency_ms"])}
 
+    def notes(self, variant: Mapping[str, Any], batch: str, unit: str) -> str:
+        """The Linear weights' size ratio, and the fp32 graph's latency under ONNX Runtime with
+        the int8 speedup over it, computed from the medians shown."""
+        ex = variant.get("extra") or {}
+        fp32 = latency.medians(ex.get("fp32_onnxruntime_latency_ms"))
+        own = latency.speedups(fp32, variant.get("latency_ms"))
+        prefix = "fp32_onnxruntime_"
+        return (f"ONNX Runtime, int8 weights; Linear weights "
+                f"{fmt_spec(ex.get('linear_weight_ratio'), '.2f', 'x')} smaller than fp32; "
+                f"same graph in fp32 under ONNX Runtime: "
+                f"{latency_cell(fp32, ex, '1', prefix)} / {latency_cell(fp32, ex, batch, prefix)}"
+                f" ms (b1 / b{batch}), int8 over it {fmt_spec(own.get('1'), '.2f', '×')} / "
+                f"{fmt_spec(own.get(batch), '.2f', '×')}")
+
     def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
                 path: Path) -> nn.Module:
         return OrtModule(path)
@@ -201,6 +229,12 @@ class Int8(CompressMethod):
 
 class Cast(CompressMethod):
     """`fp16` / `bf16`: every weight cast to that dtype; any family."""
+
+    summary = "every weight cast to that dtype (stored and computed in it); any family"
+
+    @property
+    def restored_note(self) -> str:  # type: ignore[override]
+        return f"its {self.kind} weights run in fp32"
 
     def describe(self, method: Method) -> str:
         return f"every weight stored and computed in {self.kind}"
@@ -221,5 +255,21 @@ class Cast(CompressMethod):
         return model.float().eval()
 
 
-__all__ = ["CAST_DTYPES", "Cast", "CastInputs", "Int8", "cast", "cast_note", "cpu_kernel",
-           "int8_dynamic", "linear_weight_bytes"]
+class Fp16(Cast):
+    """`fp16`: asked for by name only (not in the default list): most CPUs have no fp16 matmul
+    kernel, so on them it is slower than fp32 and its latency is not steady (module docstring)."""
+
+    kind = "fp16"
+    style = Style("#7570b3", "^")
+
+
+class Bf16(Cast):
+    """`bf16`: the default half precision (the dtype CUDA training autocasts to)."""
+
+    kind = "bf16"
+    defaults = ("bf16",)
+    style = Style("#a6761d", "v")
+
+
+__all__ = ["CAST_DTYPES", "Bf16", "Cast", "CastInputs", "Fp16", "Int8", "cast", "cast_note",
+           "cpu_kernel", "int8_dynamic", "linear_weight_bytes"]

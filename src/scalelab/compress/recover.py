@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+from collections.abc import Mapping
+from typing import Any
 
 import torch.nn as nn
 
-from scalelab.compress.base import Built, Context
-from scalelab.compress.methods import Method
+from scalelab.compress.base import Built, Context, Method
 from scalelab.train.checkpoint import save_weights
 from scalelab.train.loop import train_rung
+from scalelab.values import fmt_spec
 
 FINETUNE_FRACTION = 0.1
 FINETUNE_LR_FRACTION = 0.2
@@ -40,6 +42,15 @@ def finetune(ctx: Context, model: nn.Module, name: str) -> dict:
             "finetune_status": out.status}
 
 
+def finetune_note(settings: Mapping[str, Any], extra: Mapping[str, Any], unit: str) -> str:
+    """The recovery fine-tune clause of a variant's report note ("; recovery fine-tune 1,600
+    tokens"), or nothing."""
+    if not settings.get("finetune"):
+        return ""
+    d = extra.get("finetune_D", extra.get("finetune_tokens"))  # scalelab 1: finetune_tokens
+    return f"; recovery fine-tune {fmt_spec(d, ',.0f')} {extra.get('finetune_unit') or unit}s"
+
+
 def finish(ctx: Context, model: nn.Module, name: str, method: Method, settings: dict,
            extra: dict) -> Built:
     """A structurally smaller model (pruned, factored): the optional recovery fine-tune, its
@@ -54,4 +65,4 @@ def finish(ctx: Context, model: nn.Module, name: str, method: Method, settings: 
 
 
 __all__ = ["FINETUNE_FRACTION", "FINETUNE_LR_FRACTION", "FINETUNE_SEED_OFFSET", "finetune",
-           "finish"]
+           "finetune_note", "finish"]

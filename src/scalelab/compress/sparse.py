@@ -23,11 +23,11 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file, save_file
 
-from scalelab.compress.base import Built, CompressMethod, Context
+from scalelab.compress.base import Argument, Built, CompressMethod, Context, Method, Style
 from scalelab.compress.layers import untied_linears
-from scalelab.compress.methods import Method
 from scalelab.errors import UserError
 from scalelab.models.base import Family
+from scalelab.values import fmt_spec
 
 SPARSE_FORMAT = "scalelab-bitmask-sparse-v1"
 
@@ -112,6 +112,14 @@ class Sparse(CompressMethod):
     """`sparse:S`: unstructured magnitude pruning; any family with an untied Linear layer."""
 
     kind = "sparse"
+    summary = ("unstructured magnitude pruning to sparsity S of the Linear weights; a size "
+               "study, no speed claim; any family")
+    argument = Argument("S", "sparsity")
+    defaults = ("sparse:0.5", "sparse:0.9")
+    style = Style("#666666", "X")
+    claims_speedup = False
+    section_note = ("Unstructured (sparse) variants run dense kernels: their size is a storage "
+                    "result, no speedup is claimed.")
 
     def describe(self, method: Method) -> str:
         return (f"zero the {method.value:.0%} smallest-magnitude entries of every Linear weight "
@@ -132,6 +140,11 @@ class Sparse(CompressMethod):
                               "no speedup claimed"})
         return Built(model, path, nbytes, n - zeros, ne - zeros,
                      settings={"sparsity": method.value}, extra=facts)
+
+    def notes(self, variant: Mapping[str, Any], batch: str, unit: str) -> str:
+        sparsity = (variant.get("extra") or {}).get("sparsity")
+        return (f"sparsity {fmt_spec(sparsity, '.0%')} of the Linear weights; bitmask file; "
+                "dense kernels: no speedup claimed")
 
     def restore(self, family: Family, shape: dict, variant: Mapping[str, Any],
                 path: Path) -> nn.Module:

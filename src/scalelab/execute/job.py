@@ -30,6 +30,7 @@ from scalelab.spec import StudySpec
 from scalelab.tasks.base import Task
 from scalelab.train import measure
 from scalelab.train.checkpoint import PREFIX, latest_checkpoint, save_weights
+from scalelab.train.distributed import Ranks
 from scalelab.train.loop import TrainOutcome, train_rung
 
 
@@ -95,8 +96,10 @@ def run_job(job: Job, work: Workload, emit: Emit) -> Finished:
     return getattr(importlib.import_module(module), name)(job, work, emit)
 
 
-def train_job(job: Job, work: Workload, emit: Emit) -> Finished:
-    """Train (or resume) the job's rung and measure it."""
+def train_job(job: Job, work: Workload, emit: Emit, ranks: Ranks | None = None) -> Finished | None:
+    """Train (or resume) the job's rung and measure it. With `ranks` (one of several processes
+    training it: execute/ranks.py), the first rank measures and reports; the others return None
+    once the rung is trained."""
     plan, spec = job.plan, work.spec
     check_built(work.family, plan)  # the model it is about to train is the one it planned
     device = measure.resolve_device(work.device)
@@ -112,7 +115,13 @@ def train_job(job: Job, work: Workload, emit: Emit) -> Finished:
     with measure.PeakMemory(device) as mem, measure.EnergyMeter(device) as energy:
         outcome = train_rung(plan, rung_task, job.train, device, ckpt_dir, family=work.family,
                              on_progress=lambda step, loss: emit(Progress(job.key, step, loss)),
-                             on_checkpoint=on_checkpoint, branch_saves=_saves(job))
+                             on_checkpoint=on_checkpoint, branch_saves=_saves(job),
+                             ranks=ranks)
+    if ranks is not None:
+        full = ranks.full_model(outcome.model)  # every rank takes part in gathering it
+        if full is None:
+            return None
+        outcome.model = full.to(device)
     curve = [p.__dict__ for p in outcome.curve]
     if outcome.status == "diverged":
         result = RungResult(status="diverged", D=outcome.tokens, steps=outcome.steps,

@@ -8,6 +8,10 @@ A job that raises ends `Failed` with its error in one line (as a Ray task that r
 the next job runs; a UserError (bad input: a model that no longer matches its plan, a factory
 that raises) is reported `Failed` and then re-raised, so the command stops with that one line.
 An error raised by the callback itself is the driver's and propagates as it is.
+
+With `execute: {processes: K}` (K > 1) a rung or tuning trial trains on K ranks started by
+`execute/ranks.py` (variants and fine-tunes stay in this process); a rank that dies ends the job
+`Failed`, and running again resumes it from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -16,15 +20,37 @@ import shutil
 from collections.abc import Sequence
 
 from scalelab.errors import UserError
-from scalelab.execute.base import Emit, Event, Failed, Job, Pruned, StopJob, Workload, one_line
+from scalelab.execute.base import (
+    Emit,
+    Event,
+    ExecuteOptions,
+    Failed,
+    Job,
+    Pruned,
+    StopJob,
+    Workload,
+    one_line,
+)
 from scalelab.execute.branches import ordered
 from scalelab.execute.job import run_job
+from scalelab.execute.ranks import check_devices, check_processes, run_ranks
+from scalelab.spec import ExecuteSpec
 
 
 class LocalExecutor:
+    """Jobs one after another in this process (CPU or one GPU)."""
+
     name = "local"
+    flags: tuple[str, ...] = ()  # no CLI option beyond --executor
+
+    @classmethod
+    def open(cls, options: ExecuteOptions, execute: ExecuteSpec) -> LocalExecutor:
+        return cls()
 
     def run(self, jobs: Sequence[Job], work: Workload, emit: Emit) -> None:
+        check_processes(list(jobs), work)
+        check_devices(work)
+        ranked = work.spec.execute.processes > 1
         for job in ordered(jobs):  # a WSD trunk before its cool-down branches
             last = [0]
             driver_errors: list[BaseException] = []
@@ -43,7 +69,10 @@ class LocalExecutor:
                     raise
 
             try:
-                finished = run_job(job, work, tracked)
+                if ranked and job.kind == "rung":
+                    finished = run_ranks(job, work, tracked)
+                else:
+                    finished = run_job(job, work, tracked)
             except StopJob:
                 emit(Pruned(job.key, last[0]))
                 continue

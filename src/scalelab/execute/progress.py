@@ -3,11 +3,8 @@ per name, `cli.app.named_progress`) fed by the Progress events of any executor's
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from scalelab.execute.base import BaseObserver, Event, Job, Progress
-
-ProgressFn = Callable[[str, int, int, float], None]
+from scalelab.progress import ProgressFn
 
 
 class ProgressBars(BaseObserver):

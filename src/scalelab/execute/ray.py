@@ -25,6 +25,7 @@ from scalelab.errors import UserError
 from scalelab.execute.base import (
     Emit,
     Event,
+    ExecuteOptions,
     Failed,
     Finished,
     Job,
@@ -34,6 +35,8 @@ from scalelab.execute.base import (
     Workload,
 )
 from scalelab.execute.branches import waves
+from scalelab.execute.ranks import check_processes
+from scalelab.execute.ray_ranks import remote_ranks
 from scalelab.spec import ExecuteSpec
 
 PROGRESS_EVERY = 10  # steps between Progress events sent over the network (bars update as often)
@@ -106,6 +109,12 @@ def _remote_job(job: Job, work: Workload, queue: Any, threads: int) -> Finished:
     # Ray sets a worker's OMP_NUM_THREADS from its task's CPUs; torch's own count is set
     # explicitly, the same number the local executor uses, so results agree bit for bit.
     torch.set_num_threads(threads)
+    return run_job(job, work, queue_emitter(job, queue))
+
+
+def queue_emitter(job: Job, queue: Any) -> Emit:
+    """How a worker reports the job's events: put on the driver's queue, Progress only every
+    `PROGRESS_EVERY` steps and at the last."""
 
     def emit(event: Event) -> None:
         if isinstance(event, Progress) and event.step % PROGRESS_EVERY \
@@ -113,11 +122,21 @@ def _remote_job(job: Job, work: Workload, queue: Any, threads: int) -> Finished:
             return
         queue.put(event)
 
-    return run_job(job, work, emit)
+    return emit
 
 
 class RayExecutor:
+    """Each job a Ray task: side by side where resources allow, retried if its worker dies (on
+    a cluster, the study folder must be one every node mounts)."""
+
     name = "ray"
+    flags = ("--address", "--storage")
+
+    @classmethod
+    def open(cls, options: ExecuteOptions, execute: ExecuteSpec) -> RayExecutor:
+        if options.storage is not None:
+            storage_path(options.storage)  # a URL is refused before Ray starts
+        return cls(options.address, execute)
 
     def __init__(self, address: str | None, execute: ExecuteSpec):
         ray = import_ray()
@@ -166,6 +185,7 @@ class RayExecutor:
                 (folder / f".probe-{node['NodeID']}").unlink(missing_ok=True)
 
     def run(self, jobs: Sequence[Job], work: Workload, emit: Emit) -> None:
+        check_processes(list(jobs), work)
         ray = self._ray
         from ray.util.queue import Queue
 
@@ -174,13 +194,16 @@ class RayExecutor:
         remote = ray.remote(_remote_job).options(
             num_cpus=e.num_cpus, num_gpus=e.num_gpus, max_retries=e.max_retries,
             retry_exceptions=False)  # a retry is for a dead worker; an exception is a bug
+        # A rung on several ranks: a task that waits on Ray Train's workers (ray_ranks.py).
+        ranked = ray.remote(remote_ranks).options(num_cpus=0, max_retries=0)
         work_ref = ray.put(work)  # the task's data is sent once, not once per job
         threads = self.threads(work)
         try:
             # WSD cool-down branches start from their trunk's hand-off: they run in a second
             # wave, after every trunk (other jobs run side by side as before).
             for wave in waves(jobs):
-                pending = {remote.remote(job, work_ref, queue, threads): job for job in wave}
+                pending = {(ranked if _ranked(job, work) else remote).remote(
+                    job, work_ref, queue, threads): job for job in wave}
                 self._run_wave(queue, pending, emit)
         finally:
             ray.kill(queue.actor)
@@ -230,6 +253,10 @@ class RayExecutor:
         if self._owned and self._ray.is_initialized():
             self._ray.shutdown()
         self._owned = False
+
+
+def _ranked(job: Job, work: Workload) -> bool:
+    return work.spec.execute.processes > 1 and job.kind == "rung"
 
 
 def _one_line(err: BaseException) -> str:

@@ -64,10 +64,11 @@ from scalelab.execute.base import (
     drive,
 )
 from scalelab.execute.local import LocalExecutor
-from scalelab.execute.progress import ProgressBars, ProgressFn
+from scalelab.execute.progress import ProgressBars
 from scalelab.finetune.job import FineTunePayload
 from scalelab.finetune.plan import FINETUNES_DIR, FineTunePlan
 from scalelab.finetune.plan import Job as FineTune
+from scalelab.progress import ProgressFn
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

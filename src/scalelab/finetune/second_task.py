@@ -123,7 +123,9 @@ def build_task(second: SecondTask, family: Any, study: dict, folder: Path) -> An
     io = (study.get("corpus") or {}).get("io") or {}
     vocab = io.get("vocab_size")
     if name == "text" and vocab is not None:
-        wanted = options.get("vocab_size") if options.get("tokenizer") == "bpe" else 256
+        # A tokenizer_file's vocabulary is known once it is loaded (check_compatible).
+        wanted = {"bpe": options.get("vocab_size"), "file": None}.get(
+            options.get("tokenizer", "bytes"), 256)
         if wanted is not None and wanted != vocab:
             raise UserError(f"the second task's vocabulary ({wanted} tokens) does not match the "
                             f"study's model ({vocab} tokens); a token id must mean the same in "

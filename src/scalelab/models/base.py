@@ -38,6 +38,7 @@ REGISTRY: dict[str, str] = {
     "mlp": "scalelab.models.mlp:MLPFamily",
     "cnn": "scalelab.models.cnn:CNNFamily",
     "custom": "scalelab.models.custom:CustomFamily",
+    "hf": "scalelab.models.hf:HFFamily",
 }
 
 

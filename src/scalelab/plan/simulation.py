@@ -46,16 +46,24 @@ MAX_SIZES = min(get_form(f).n_params for f in ONE_AXIS if f != FORM) + 2
 @dataclass(frozen=True)
 class Ladder:
     """A candidate ladder: the sizes the law is fitted on (non-embedding N, ascending), seeds
-    per size below `repeats_below` (all fitted sizes when None), one run at and above it."""
+    per size below `repeats_below` (all fitted sizes when None), one run at and above it; or,
+    with `counts`, that many runs of each size (a study as it stands, which `grow` adds to)."""
 
     sizes: tuple[float, ...]
     repeats: int = 1
     repeats_below: float | None = None
+    counts: tuple[int, ...] | None = None
 
     def runs_of(self, n: float) -> int:
+        if self.counts is not None:
+            return self.counts[self.sizes.index(n)]
         if self.repeats_below is not None and n >= self.repeats_below:
             return 1
         return self.repeats
+
+    @property
+    def most_runs(self) -> int:
+        return max(self.runs_of(n) for n in self.sizes)
 
     def run_sizes(self) -> np.ndarray:
         """N of every run, each size once per seed."""
@@ -66,7 +74,9 @@ class Ladder:
 
         seeds = (f"{self.repeats} seeds" if self.repeats_below is None else
                  f"{self.repeats} seeds below {fmt_count(self.repeats_below)}")
-        if self.repeats == 1:
+        if self.counts is not None:
+            seeds = "seeds " + "/".join(map(str, self.counts))
+        elif self.repeats == 1:
             seeds = "1 seed"
         return (f"{len(self.sizes)} sizes {fmt_count(self.sizes[0])}-"
                 f"{fmt_count(self.sizes[-1])}, {seeds}")
@@ -243,7 +253,7 @@ def _design(ladders: list[Ladder], noise: NoiseModel, sims: int, seed: int
     columns of it (each size as many times as the most seeds any of them has), a ladder's
     unused columns weigh 0; each ladder gets the draws it gets alone (`draw`)."""
     sizes = ladders[0].sizes
-    most = max(lad.repeats for lad in ladders)
+    most = max(lad.most_runs for lad in ladders)
     x = np.repeat(np.asarray(sizes, dtype=float), most)
     ly_full = np.log(noise.loss_at(x))
     blocks, weights = [], []

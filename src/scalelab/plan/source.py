@@ -7,12 +7,16 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law
 from scalelab.plan.search import CostModel, measured_cost, six_nd
 from scalelab.plan.simulation import NoiseModel, assumed_noise, measured_noise
+
+if TYPE_CHECKING:
+    from scalelab.models.base import Family
+    from scalelab.tasks.base import Task
 
 
 @dataclass
@@ -36,7 +40,7 @@ def _summary(path: Path) -> dict[str, Any]:
                         f"{file.name})") from None
 
 
-def _law_record(data: dict[str, Any], where: Path) -> dict[str, Any]:
+def law_record(data: dict[str, Any], where: Path) -> dict[str, Any]:
     """The val_loss law of a summary.json, or a fit.json record itself."""
     if "fits" in data:
         for fit in data.get("fits") or []:
@@ -61,10 +65,14 @@ def from_study(path: str | Path, noise: float | None = None) -> Source:
     """A study folder: its law, its seed noise (or `noise`, assumed), its rungs' measured
     FLOPs and rate, and its stored spec."""
     path = Path(path)
-    data = _summary(path)
+    return study_source(_summary(path), path, noise)
+
+
+def study_source(data: dict[str, Any], path: Path, noise: float | None = None) -> Source:
+    """`from_study` of a study's summary (summary.json's content, or `build_summary`'s)."""
     if "rungs" not in data:
         raise UserError(f"{path}: not a study folder (its summary has no rungs)")
-    law = Law.from_summary(_law_record(data, path))
+    law = Law.from_summary(law_record(data, path))
     done = [r for r in data["rungs"] if r.get("status") == "done" and r.get("val_loss")]
     spec = dict((data.get("study") or {}).get("spec") or {})
     d_rule = _d_rule(spec)
@@ -80,7 +88,7 @@ def from_prior(law_path: str | Path, noise: float, preset: str = "default") -> S
     from scalelab.spec import preset_spec
 
     law_path = Path(law_path)
-    law = Law.from_summary(_law_record(_summary(law_path), law_path))
+    law = Law.from_summary(law_record(_summary(law_path), law_path))
     spec = preset_spec(preset).model_dump(mode="json", exclude_none=True)
     return Source(assumed_noise(law, noise), six_nd(_d_rule(spec)), spec, [], str(law_path))
 
@@ -88,16 +96,22 @@ def from_prior(law_path: str | Path, noise: float, preset: str = "default") -> S
 def shape_realizer(spec: dict[str, Any]) -> Callable[[float], float]:
     """Target size -> the non-embedding N of the shape the spec's family builds for it (the
     sizes a study of this spec would train), cached."""
-    from scalelab.ladder import _sized
     from scalelab.spec import parse_spec
     from scalelab.study import resolve
 
     res = resolve(parse_spec(spec))
+    return realizer(res.family, res.task)
+
+
+def realizer(family: Family, task: Task) -> Callable[[float], float]:
+    """`shape_realizer` of a family and task already built (a user's own objects)."""
+    from scalelab.ladder import _sized
+
     cache: dict[float, float] = {}
 
     def realize(n: float) -> float:
         if n not in cache:
-            cache[n] = float(_sized(res.family, res.task, n, "plan")[2])
+            cache[n] = float(_sized(family, task, n, "plan")[2])
         return cache[n]
 
     return realize

@@ -4,11 +4,12 @@
 no stage that makes variants.)
 
 `compression_section(summary)` returns trusted HTML (every study-derived string escaped here) or
-None when the study has no variants. Nothing here names a family: the loss unit comes from the
-task record (`summary["study"]["corpus"]["unit"]`, "token" for studies that did not record it),
-a structured-pruning note from the variant's own `extra.structure` ({part, before, after}
-entries; scalelab 1 variants: `heads_before`/`ffn_before` and `settings.structure`), and the
-task's metrics (error, RMSE) get columns when the variants recorded them (`extra.metrics`).
+None when the study has no variants. Nothing here names a family or a method: the loss unit comes
+from the task record (`summary["study"]["corpus"]["unit"]`, "token" for studies that did not
+record it), the task's metrics (error, RMSE) get columns when the variants recorded them
+(`extra.metrics`), and each method's class (`compress.base.CompressMethod`, through
+`find_method`) gives its marker and colour, its notes cell, whether it claims a speedup, a
+sentence for the introduction and any table of its own (distillation's comparison).
 
 The plot puts rungs and variants on the loss-vs-bytes and loss-vs-latency planes; the fitted law
 L(N) = E + A * N^-alpha (when `summary["fits"]` has one in n_nonembed) is drawn through the rungs
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from scalelab import latency, select
+from scalelab.compress.base import ReportTable, find_method, latency_cell
 from scalelab.report.html import esc as _e
 from scalelab.report.html import fmt_bytes
 from scalelab.report.html import fmt_spec as _fmt
@@ -37,10 +39,6 @@ from scalelab.report.plots import section_rc, to_inline_svg
 from scalelab.tasks import declared_metrics
 from scalelab.values import finite
 
-MARKERS = {"int8": "s", "fp16": "^", "bf16": "v", "prune": "D", "sparse": "X", "lowrank": "P",
-           "distill": "*"}
-COLORS = {"int8": "#d95f02", "fp16": "#7570b3", "bf16": "#a6761d", "prune": "#e7298a",
-          "sparse": "#666666", "lowrank": "#1b9e77", "distill": "#e6ab02"}
 RUNG_COLOR = "#1f3b73"
 LAW_COLOR = "#d95f02"
 _RC = section_rc("compress")
@@ -124,9 +122,9 @@ def frontier_svg(summary: Mapping[str, Any], batch: str) -> str:
                 if m["kind"] != "variant":
                     continue
                 meth = m.get("method", "")
-                ax.plot([x], [y], MARKERS.get(meth, "o"), color=COLORS.get(meth, "#333333"),
-                        ms=8 if meth == "distill" else 6, zorder=4,
-                        label=meth if meth not in seen else None)
+                style = find_method(meth).style
+                ax.plot([x], [y], style.marker, color=style.color, ms=style.size, zorder=4,
+                        label=(style.label or meth) if meth not in seen else None)
                 seen.add(meth)
             ring = [(x, y) for x, y, m in pts if m["name"] in front]
             if ring:
@@ -157,67 +155,12 @@ def frontier_svg(summary: Mapping[str, Any], batch: str) -> str:
         return to_inline_svg(fig)
 
 
-def _finetune(st: Mapping[str, Any], ex: Mapping[str, Any], unit: str) -> str:
-    """The recovery fine-tune clause of a variant's note, or nothing."""
-    if not st.get("finetune"):
-        return ""
-    d = ex.get("finetune_D", ex.get("finetune_tokens"))
-    unit = ex.get("finetune_unit") or unit
-    return f"; recovery fine-tune {_fmt(d, ',.0f')} {unit}s"
-
-
-def _structure(st: Mapping[str, Any], ex: Mapping[str, Any]) -> str:
-    """What structured pruning removed: "attention heads per layer 4 → 2, ..."."""
-    if ex.get("structure"):
-        return ", ".join(f"{c.get('part')} {c.get('before')} → {c.get('after')}"
-                         for c in ex["structure"])
-    s = st.get("structure") or {}  # scalelab 1 variants
-    return (f"heads per layer {ex.get('heads_before')} → {s.get('heads')}, MLP channels "
-            f"{ex.get('ffn_before')} → {s.get('ffn')}")
-
-
-def _notes(v: Mapping[str, Any], batch: str, unit: str) -> str:
-    ex = v.get("extra") or {}
-    st = v.get("settings") or {}
-    meth = v.get("method")
-    if meth == "int8":
-        # The fp32 graph's medians as shown, and the int8 speedup over them computed from them.
-        fp32 = latency.medians(ex.get("fp32_onnxruntime_latency_ms"))
-        own = latency.speedups(fp32, v.get("latency_ms"))
-        prefix = "fp32_onnxruntime_"
-        return (f"ONNX Runtime, int8 weights; Linear weights "
-                f"{_fmt(ex.get('linear_weight_ratio'), '.2f', 'x')} smaller than fp32; "
-                f"same graph in fp32 under ONNX Runtime: "
-                f"{_lat(fp32, ex, '1', prefix)} / {_lat(fp32, ex, batch, prefix)} ms "
-                f"(b1 / b{batch}), int8 over it {_fmt(own.get('1'), '.2f', '×')} / "
-                f"{_fmt(own.get(batch), '.2f', '×')}")
-    if meth == "sparse":
-        return (f"sparsity {_fmt(ex.get('sparsity'), '.0%')} of the Linear weights; bitmask "
-                "file; dense kernels: no speedup claimed")
-    if meth == "prune":
-        return _structure(st, ex) + _finetune(st, ex, unit)
-    if meth == "lowrank":
-        return (f"rank fraction {st.get('rank_fraction')}, "
-                f"{ex.get('factored_layers')} layers factored" + _finetune(st, ex, unit))
-    if meth == "distill":
-        return (f"student of rung {ex.get('teacher_rung')} with rung "
-                f"{ex.get('student_rung')}'s shape")
-    return str(ex.get("note", ""))
-
-
-def _lat(medians: Mapping[str, float], holder: Mapping[str, Any], batch: str,
-         prefix: str = "") -> str:
-    """A shown median latency (3 significant digits), marked when its series is flagged."""
-    text = _fmt(medians.get(batch), ".3g")
-    return text + (latency.UNSTABLE_MARK if latency.flagged(holder, batch, prefix) else "")
-
-
 def _speedup_cells(v: Mapping[str, Any], base: Mapping[str, float],
                    lat: Mapping[str, float], batch: str) -> tuple[str, str]:
     """Speedups at b1 and `batch`: the ratio of the two medians shown beside them (the base
     rung's, measured again before this variant, over the variant's), computed by the function
     that stored `extra.speedup`; marked when either latency is flagged."""
-    if v.get("method") == "sparse":
+    if not find_method(str(v.get("method"))).claims_speedup:
         return "not claimed", "not claimed"
     ex = v.get("extra") or {}
     sp = latency.speedups(base, lat)
@@ -246,36 +189,33 @@ def _table(summary: Mapping[str, Any], batch: str, front: set[str]) -> str:
                  fmt_bytes(v.get("bytes")), _fmt(ex.get("size_ratio"), ".2f", "×"),
                  _fmt(v.get("val_loss"), ".4f"), _fmt(ex.get("loss_delta"), "+.4f"),
                  *(_fmt(metrics.get(key), spec) for key, _, spec in metric_cols),
-                 _lat(lat, v, "1"), _lat(lat, v, batch),
-                 f"{_lat(base, ex, '1', 'base_')} / {_lat(base, ex, batch, 'base_')}",
+                 latency_cell(lat, v, "1"), latency_cell(lat, v, batch),
+                 f"{latency_cell(base, ex, '1', 'base_')} / "
+                 f"{latency_cell(base, ex, batch, 'base_')}",
                  *_speedup_cells(v, base, lat, batch),
-                 "yes" if v["name"] in front else "", _notes(v, batch, unit))
+                 "yes" if v["name"] in front else "",
+                 find_method(str(v.get("method"))).notes(v, batch, unit))
         rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
     return ("<table class=\"variants\"><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads)
             + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
 
 
-def _distill_table(summary: Mapping[str, Any]) -> str | None:
-    ds = [v for v in summary.get("variants") or [] if v.get("method") == "distill"]
-    if not ds:
-        return None
-    heads = ("student", "shape of rung", f"D ({_unit(summary)}s)", "teacher (rung, loss)",
-             "loss with teacher", "loss without teacher (the rung)", "difference",
-             "same token stream", "T, alpha")
-    rows = []
-    for v in ds:
-        ex = v.get("extra") or {}
-        verified = {True: "verified (hash of batches)", False: "NOT the same",
-                    None: "not checked (resumed)"}[ex.get("stream_verified")]
-        cells = (v["name"], ex.get("student_rung"),
-                 _fmt(ex.get("student_D", ex.get("student_tokens")), ",.0f"),
-                 f"rung {ex.get('teacher_rung')}, {_fmt(ex.get('teacher_val_loss'), '.4f')}",
-                 _fmt(v.get("val_loss"), ".4f"), _fmt(ex.get("baseline_val_loss"), ".4f"),
-                 _fmt(ex.get("loss_vs_baseline"), "+.4f"), verified,
-                 f"{ex.get('temperature')}, {ex.get('alpha')}")
-        rows.append("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in cells) + "</tr>")
-    return ("<table class=\"distill\"><thead><tr>" + "".join(f"<th>{_e(h)}</th>" for h in heads)
-            + "</tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+def _method_tables(summary: Mapping[str, Any]) -> list[ReportTable]:
+    """The tables the study's methods add of their own, in the order their variants come."""
+    variants = summary.get("variants") or []
+    kinds = list(dict.fromkeys(str(v.get("method")) for v in variants))
+    tables = [find_method(k).report_table([v for v in variants if v.get("method") == k],
+                                          _unit(summary)) for k in kinds]
+    return [t for t in tables if t is not None]
+
+
+def _render(table: ReportTable) -> str:
+    return (f"<h3>{_e(table.title)}</h3><p>{_e(table.intro)}</p>"
+            f'<table class="{_e(table.css)}"><thead><tr>'
+            + "".join(f"<th>{_e(h)}</th>" for h in table.heads) + "</tr></thead><tbody>"
+            + "".join("<tr>" + "".join(f"<td>{_e(c)}</td>" for c in row) + "</tr>"
+                      for row in table.rows)
+            + "</tbody></table>")
 
 
 def compression_section(summary: Mapping[str, Any]) -> str | None:
@@ -287,6 +227,8 @@ def compression_section(summary: Mapping[str, Any]) -> str | None:
     batch = _batch(models) or "1"
     front = {m["name"] for m in select.pareto_front(models, batch)}
     study = summary.get("study") or {}
+    kinds = dict.fromkeys(str(v.get("method")) for v in variants)
+    notes = [n for n in (find_method(k).section_note for k in kinds) if n]
     parts = [
         "<p>Variants of trained rungs, each re-evaluated on the rungs' validation data and "
         f"measured with the same harness: loss in nats/{_e(_unit(summary))}, size = bytes of "
@@ -295,14 +237,12 @@ def compression_section(summary: Mapping[str, Any]) -> str | None:
         f"warm-up, on {_e(study.get('machine') or '?')} with {_e(study.get('threads') or '?')} "
         "torch thread(s)."
         " Speedups compare with the base rung measured again right before each variant (its "
-        "medians are in the table: a speedup is the ratio of the two medians beside it). int8 runs "
-        "in ONNX Runtime, so its table row also gives the same graph's fp32 latency in that "
-        f"runtime. A latency marked{_e(latency.UNSTABLE_MARK)} came from a series whose IQR "
+        "medians are in the table: a speedup is the ratio of the two medians beside it). "
+        + "".join(f"{_e(note)} " for note in notes)
+        + f"A latency marked{_e(latency.UNSTABLE_MARK)} came from a series whose IQR "
         f"is over {latency.UNSTABLE_IQR:.0%} of its median (such a series is measured a second "
         "time first; the cores were busy): its median, and a speedup made from it, may be far "
-        "from a quiet machine's. "
-        "Unstructured (sparse) variants run dense kernels: their size is a storage result, "
-        "no speedup is claimed.</p>",
+        "from a quiet machine's.</p>",
     ]
     try:
         parts.append(f'<figure class="plot">{frontier_svg(summary, batch)}<figcaption>Rungs and '
@@ -312,13 +252,7 @@ def compression_section(summary: Mapping[str, Any]) -> str | None:
     except Exception as err:  # noqa: BLE001 - a plot failure must not lose the tables
         parts.append(f"<p>(frontier plot unavailable: {_e(type(err).__name__)})</p>")
     parts.append(_table(summary, batch, front))
-    dist = _distill_table(summary)
-    if dist is not None:
-        parts.append("<h3>Distillation</h3><p>The student has the shape of a smaller rung and is "
-                     "trained with that rung's own plan (seed, steps, batches, schedule) on "
-                     "soft targets of the teacher plus the task's own (hard) loss; the comparison "
-                     "is that rung itself, trained on the same data without a teacher.</p>"
-                     + dist)
+    parts += [_render(table) for table in _method_tables(summary)]
     return "\n".join(parts)
 
 

@@ -161,11 +161,9 @@ def _short_quantity(key: str) -> str:
 
 
 def _shape_text(r: Mapping[str, Any]) -> str:
-    """The family's short text for the shape (`describe`), with the heads where a model has
-    them; rungs of older studies have no `describe`, only layers and width."""
+    """The family's short text for the shape (`describe`; the storage gives v1 rungs theirs),
+    with the heads where a model has them."""
     text = r.get("describe")
-    if not text and r.get("n_layer") is not None and r.get("d_model") is not None:
-        text = f"{r['n_layer']}x{r['d_model']}"
     if not text:
         return "—"
     if r.get("n_head") is not None:
@@ -184,9 +182,7 @@ def _rung_rows(rungs: Sequence[Mapping[str, Any]], batches: list[str],
             med, iqr = latency_of(r, b)
             lat.append(fmt_latency({"median": med, "iqr": iqr}, unit=False)
                        + (latency.UNSTABLE_MARK if latency.flagged(r, b) else ""))
-        d = r.get("D", r.get("tokens"))
-        rate = r.get("units_per_s")
-        rate = r.get("tokens_per_s") if rate is None else rate
+        d, rate = r.get("D"), r.get("units_per_s")
         val, train = finite(r.get("val_loss")), finite(r.get("train_loss"))
         gap = None if val is None or train is None else val - train
         rows.append(
@@ -673,9 +669,18 @@ def build_report_html(
         "curves_svg": Markup(plots.loss_curves_svg(curves_n, rungs, unit=task["unit"],
                                                    loss_unit=task["loss_unit"])),
         "cost_svg": Markup(plots.cost_svg(rungs, unit=task["unit"])),
-        "extra_sections": [(str(t), Markup(h)) for t, h in (extra_sections or [])],
+        "extra_sections": [(str(t), Markup(h)) for t, h in (extra_sections or [])]
+        + _forecast_sections(summary),
     }
     return _env().get_template("report.html.j2").render(**ctx)
+
+
+def _forecast_sections(summary: Mapping[str, Any]) -> list[tuple[str, Markup]]:
+    """The forecast record of a study that `scalelab grow` added rungs to (report.forecast)."""
+    from scalelab.report.forecast import forecast_section  # imports this module
+
+    html = forecast_section(summary)
+    return [] if html is None else [("Forecast record", Markup(html))]
 
 
 def render_report(

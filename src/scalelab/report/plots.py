@@ -405,7 +405,7 @@ def with_final_point(points: Sequence[Mapping[str, Any]],
     of it (none recorded yet, an older study), its final validation loss is the last point, so a
     rung shorter than `eval_every` or one without a stored curve still shows where it ended."""
     out = list(points)
-    d, val = finite(rung.get("D", rung.get("tokens"))), finite(rung.get("val_loss"))
+    d, val = finite(rung.get("D")), finite(rung.get("val_loss"))
     if rung.get("status", "done") != "done" or d is None or d <= 0 or val is None:
         return out
     last = max((finite(p.get("tokens")) or 0.0 for p in out), default=0.0)
@@ -504,7 +504,7 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params",
              unit: str = "token") -> str:
     """Small multiples of cost against N (log-log): training FLOPs (measured and 6·N·D), training
     time, latency per batch size (median, bar = IQR), checkpoint size, peak memory, throughput
-    in units of D per second (``units_per_s``, or ``tokens_per_s`` of older studies).
+    in units of D per second (``units_per_s``).
     Finished rungs only."""
     done = [r for r in rungs if r.get("status", "done") == "done" and finite(r.get(x_key))]
     done.sort(key=lambda r: float(r[x_key]))
@@ -526,10 +526,6 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params",
             None,
         )
 
-    def throughput(r: Mapping[str, Any]) -> tuple[float | None, None]:
-        v = finite(r.get("units_per_s"))
-        return (finite(r.get("tokens_per_s")) if v is None else v), None
-
     palette = ["#1f3b73", "#d95f02", "#1b9e77", "#7570b3", "#e7298a", "#66a61e"]
     panels: list[tuple[str, str, list[tuple[str, Any, str]]]] = [
         (
@@ -545,7 +541,7 @@ def cost_svg(rungs: Sequence[Mapping[str, Any]], *, x_key: str = "n_params",
         ),
         ("checkpoint size", "MB on disk", [("weights file", key("checkpoint_bytes", 1e-6), "o-")]),
         ("peak memory", "MB", [("training", key("peak_mem_bytes", 1e-6), "o-")]),
-        ("throughput", f"{unit}s/s", [("training", throughput, "o-")]),
+        ("throughput", f"{unit}s/s", [("training", key("units_per_s"), "o-")]),
     ]
 
     with matplotlib.rc_context(_RC):

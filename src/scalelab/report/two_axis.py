@@ -396,7 +396,7 @@ def _rung_points(rungs: Sequence[Mapping[str, Any]]) -> list[dict]:
     out = []
     for r in rungs:
         n = finite(r.get("n_nonembed", r.get("n_params")))
-        d = finite(r.get("D", r.get("tokens")))
+        d = finite(r.get("D"))
         if r.get("status", "done") != "done" or n is None or d is None:
             continue
         val, train, ep = finite(r.get("val_loss")), finite(r.get("train_loss")), \

@@ -47,6 +47,10 @@ FINETUNE_JSON = {"settings": "settings_json", "task_spec": "task_json", "metrics
                  "latency_ms": "latency_json", "curve": "curve_json",
                  "window_losses": "window_losses_json", "extra": "extra_json"}
 CURVE_KEYS = ("step", "tokens", "train_loss", "val_loss", "lr")
+# A forecast of `scalelab grow` (storage.migrations.FORECAST_TABLE), recorded before its rung
+# trains; what the rung measured is read from the rung's row (`forecast_view`).
+FORECAST_COLUMNS = ("rung", "target", "step", "n", "predicted", "lo", "hi", "level")
+FORECAST_JSON = {"plan": "plan_json", "detail": "detail_json"}
 
 
 def dumps(value: Any) -> str | None:
@@ -74,6 +78,34 @@ def check_finetune(ft: dict) -> None:
 def fit_x(fit: dict) -> str:
     """A fit's input as one text: a law of several inputs (L(N, D)) names them as a list."""
     return fit["x"] if isinstance(fit["x"], str) else ",".join(map(str, fit["x"]))
+
+
+def forecast_row(f: dict, now: float) -> dict:
+    """The stored row of a forecast (FORECAST_COLUMNS and FORECAST_JSON keys; nothing else, so
+    a misspelt key is refused rather than lost)."""
+    unknown = sorted(set(f) - set(FORECAST_COLUMNS) - set(FORECAST_JSON))
+    if unknown:
+        raise ValueError(f"add_forecasts: unknown fields {unknown}")
+    row = {c: f.get(c) for c in FORECAST_COLUMNS}
+    row.update({col: dumps(f.get(key)) for key, col in FORECAST_JSON.items()})
+    row["created"] = now
+    return row
+
+
+def forecast_view(stored: dict, rung: dict | None) -> dict:
+    """A stored forecast as readers get it, JSON columns decoded, with its outcome from the
+    rung's row (`rung`: its status, val_loss and updated; None when the rung is not stored):
+    `outcome` the status once finished (done or diverged), `measured` the val_loss of a done
+    rung, `measured_at` when it finished; None before."""
+    from scalelab.records import FINISHED
+
+    r = {k: v for k, v in stored.items() if k not in FORECAST_JSON.values()}
+    r.update({key: loads(stored.get(col)) for key, col in FORECAST_JSON.items()})
+    ended = rung is not None and rung["status"] in FINISHED
+    r.update(outcome=rung["status"] if ended else None,
+             measured=rung["val_loss"] if ended and rung["status"] == "done" else None,
+             measured_at=rung["updated"] if ended else None)
+    return r
 
 
 def rung_view(stored: dict) -> dict:
@@ -259,3 +291,15 @@ class StudyStorage(ABC):
     @abstractmethod
     def finetune_scaling(self) -> list[dict]:
         """The stored scaling analysis of each second task, by task name."""
+
+    # -- forecasts (`scalelab grow`) -----------------------------------------------------------
+
+    @abstractmethod
+    def add_forecasts(self, forecasts: list[dict]) -> list[int]:
+        """Record forecasts (FORECAST_COLUMNS and FORECAST_JSON keys), all or none. A forecast
+        is pre-registered: one of a rung that already has one is skipped and the stored one
+        kept as it was. Returns the rungs whose forecast was added."""
+
+    @abstractmethod
+    def forecasts(self) -> list[dict]:
+        """Every forecast by rung (`forecast_view`: with its rung's outcome) and `created`."""

@@ -22,6 +22,8 @@ from scalelab.storage.base import (
     dumps,
     finetune_view,
     fit_x,
+    forecast_row,
+    forecast_view,
     loads,
     planned_row,
     result_columns,
@@ -44,6 +46,7 @@ class MemoryStore(StudyStorage):
         self._variants: dict[str, dict] = {}
         self._finetunes: dict[str, dict] = {}
         self._scaling: dict[str, str] = {}
+        self._forecasts: dict[int, dict] = {}
 
     def close(self) -> None:
         pass  # nothing is held: no connection, no lock
@@ -174,3 +177,19 @@ class MemoryStore(StudyStorage):
 
     def finetune_scaling(self) -> list[dict]:
         return [json.loads(self._scaling[t]) for t in sorted(self._scaling)]
+
+    # -- forecasts -----------------------------------------------------------------------------
+
+    def add_forecasts(self, forecasts: list[dict]) -> list[int]:
+        now = time.time()
+        rows = [forecast_row(f, now) for f in forecasts]  # every one checked before any is kept
+        added = []
+        for row in rows:
+            if row["rung"] not in self._forecasts:  # pre-registered: never rewritten
+                self._forecasts[row["rung"]] = row
+                added.append(row["rung"])
+        return added
+
+    def forecasts(self) -> list[dict]:
+        return [forecast_view(dict(self._forecasts[r]), self._rungs.get(r))
+                for r in sorted(self._forecasts)]

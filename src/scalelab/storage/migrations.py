@@ -333,6 +333,27 @@ CREATE TABLE IF NOT EXISTS finetune_scaling (
 )
 """
 _FINETUNE_STATEMENTS = tuple(s.strip() for s in FINETUNE_SCHEMA.split(";") if s.strip())
+# -- forecasts (added within schema version 2) -----------------------------------------------------
+#
+#   forecasts          one row per rung `scalelab grow` added: the prediction the study's law made
+#                      for it, with its interval, recorded BEFORE the rung trained (never
+#                      rewritten: a resumed grow keeps the row it finds), the rung's plan (so a
+#                      rerun trains that very rung), the grow's target and step. What the
+#                      rung measured is the rung's own record (`StudyStorage.forecasts` joins
+#                      them), so it is never kept twice (`scalelab.plan.grow`).
+
+FORECAST_TABLE = """
+CREATE TABLE IF NOT EXISTS forecasts (
+    rung INTEGER PRIMARY KEY,
+    target REAL NOT NULL,
+    step INTEGER NOT NULL,
+    n REAL NOT NULL,
+    predicted REAL NOT NULL,
+    lo REAL, hi REAL, level REAL,
+    plan_json TEXT NOT NULL,
+    detail_json TEXT,
+    created REAL NOT NULL
+)"""
 MODEL_TABLE = """
 CREATE TABLE IF NOT EXISTS model (
     id INTEGER PRIMARY KEY CHECK (id = 1),
@@ -345,12 +366,14 @@ def add_tables(conn: sqlite3.Connection) -> None:
     fine-tuning tables, the rungs' `energy_j` column (NVML energy; NULL where the device
     reports none) and `failed_reason` (why a rung stopped on an error), and the `model` table:
     one row, the fingerprint of the code that builds the study's models (none in a study made
-    before it, which records it on its next run; `scalelab.planned`). Readers of a study
-    without them see no such key (`.get` gives None) and no fingerprint."""
+    before it, which records it on its next run; `scalelab.planned`); and the `forecasts`
+    table of `scalelab grow`. Readers of a study without them see no such key (`.get` gives
+    None), no fingerprint and no forecasts."""
     with conn:
         for statement in _FINETUNE_STATEMENTS:
             conn.execute(statement)
         conn.execute(MODEL_TABLE)
+        conn.execute(FORECAST_TABLE)
         rung_columns = _columns(conn, "rungs")
         for column, kind in (("energy_j", "REAL"), ("failed_reason", "TEXT")):
             if column not in rung_columns:
@@ -361,5 +384,5 @@ def lacks_additions(conn: sqlite3.Connection) -> bool:
     """Whether a schema-2 database predates some of `add_tables` (its writer has not opened it
     since): a reader then adds them to an in-memory copy, so every row has every key."""
     tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    return (not {"finetunes", "finetune_scaling", "model"} <= tables
+    return (not {"finetunes", "finetune_scaling", "model", "forecasts"} <= tables
             or not {"energy_j", "failed_reason"} <= set(_columns(conn, "rungs")))

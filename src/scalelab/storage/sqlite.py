@@ -32,6 +32,8 @@ from scalelab.storage.base import (
     dumps,
     finetune_view,
     fit_x,
+    forecast_row,
+    forecast_view,
     loads,
     planned_row,
     result_columns,
@@ -371,3 +373,25 @@ class StudyStore(StudyStorage):
     def finetune_scaling(self) -> list[dict]:
         return [json.loads(r[0]) for r in
                 self.conn.execute("SELECT analysis_json FROM finetune_scaling ORDER BY task")]
+
+    # -- forecasts (table added within schema 2: storage.migrations.FORECAST_TABLE) ------------
+
+    def add_forecasts(self, forecasts: list[dict]) -> list[int]:
+        now = time.time()
+        rows = [forecast_row(f, now) for f in forecasts]  # every one checked before any write
+        added = []
+        with self.conn:
+            for row in rows:
+                # INSERT OR IGNORE: a pre-registered forecast is never rewritten
+                cur = self.conn.execute(
+                    f"INSERT OR IGNORE INTO forecasts ({', '.join(row)}) "
+                    f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+                if cur.rowcount:
+                    added.append(row["rung"])
+        return added
+
+    def forecasts(self) -> list[dict]:
+        rungs = {r["rung"]: dict(r) for r in
+                 self.conn.execute("SELECT rung, status, val_loss, updated FROM rungs")}
+        return [forecast_view(dict(row), rungs.get(row["rung"])) for row in
+                self.conn.execute("SELECT * FROM forecasts ORDER BY rung")]

@@ -25,6 +25,7 @@ from scalelab.train.checkpoint import (
     save_branch_start,
     save_checkpoint,
 )
+from scalelab.train.distributed import Ranks
 from scalelab.train.diverge import add_loss, divergence, interval_mean, new_window
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -144,6 +145,7 @@ def train_rung(
     on_checkpoint: Callable[[list[CurvePoint]], None] | None = None,
     loss_fn: LossFn | None = None,
     branch_saves: Mapping[int, Sequence[Path]] | None = None,
+    ranks: Ranks | None = None,
 ) -> TrainOutcome:
     """Train (or resume) one rung: a fresh `family.build(plan.shape)` model, or the given
     `model`. `on_checkpoint(curve)` runs right after each checkpoint so the caller can record
@@ -160,6 +162,9 @@ def train_rung(
     then resume from it; execute/branches.py). A folder that already holds a resume point at or
     past that step is left alone (the branch has begun).
 
+    `ranks`: this process is one of several training the rung together (train/distributed.py
+    says how); None, a single process, takes none of those steps.
+
     `train_seconds` is the time spent in training steps: the periodic evaluations and the
     checkpoint writes are measurement and fault tolerance, timed apart, so throughput and MFU
     describe the training itself (benchmarks/train_throughput.py times the whole call)."""
@@ -171,7 +176,8 @@ def train_rung(
         model = family.build(plan.shape)
     model = model.to(device)
     # The compiled module shares the parameters of `model`, which checkpoints and the caller use.
-    forward = torch.compile(model) if compiles(t, device) else model
+    wrapped = model if ranks is None else ranks.wrap(model)
+    forward = torch.compile(wrapped) if compiles(t, device) else wrapped
     opt = make_optimizer(model, t, plan.lr)
     params = [p for p in model.parameters() if p.requires_grad]
     gen = torch.Generator().manual_seed(plan.batch_seed)
@@ -182,9 +188,12 @@ def train_rung(
     window = new_window()  # sum, count, sum of squares of training losses since the last point
     noise: list[float] = []  # the standard error of each curve point's mean training loss
     last = latest_checkpoint(ckpt_dir)
-    if last is not None:
+    if last is not None and ranks is not None:
+        state = ranks.restore(last, model, opt)
+    elif last is not None:
         state = load_checkpoint(last, model)
         opt.load_state_dict(state["optimizer"])
+    if last is not None:
         gen.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         step, elapsed = state["step"], state["elapsed"]
@@ -204,6 +213,8 @@ def train_rung(
         for group in opt.param_groups:
             group["lr"] = lr
         x, y = task.batch(plan.batch_size, gen)
+        if ranks is not None:  # every rank draws the global batch and keeps its own rows
+            x, y = ranks.shard(x, y)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         with autocast(device, t.precision):
             outputs = forward(x)
@@ -221,7 +232,8 @@ def train_rung(
             continue
         # One read for the pending steps; each is still checked and reported at its own step.
         first = step - len(pending) + 1
-        for at, train_loss in enumerate(torch.stack(pending).tolist(), start=first):
+        losses = torch.stack(pending) if ranks is None else ranks.mean(torch.stack(pending))
+        for at, train_loss in enumerate(losses.tolist(), start=first):
             if not math.isfinite(train_loss):
                 elapsed += time.perf_counter() - t0
                 step = at
@@ -246,17 +258,20 @@ def train_rung(
                 return outcome("diverged", reason)
             noise.append(stderr)
         if at_ckpt:
+            # With ranks, all of them gather the full state; the first alone writes it.
+            saved = model if ranks is None else ranks.full_model(model)
             state = {
-                "optimizer": opt.state_dict(), "generator": gen.get_state(),
+                "optimizer": opt.state_dict() if ranks is None
+                else ranks.optimizer_state(model, opt), "generator": gen.get_state(),
                 "torch_rng": torch.get_rng_state(), "step": step, "elapsed": elapsed,
                 "curve": [p.__dict__ for p in curve], "window": window,
                 "noise": noise,
             }
-            if step % t.checkpoint_every == 0:
-                save_checkpoint(ckpt_dir, step, model, state)
-            for folder in saves.get(step, ()):
-                save_branch_start(folder, step, model, state)
-            if on_checkpoint is not None and step % t.checkpoint_every == 0:
+            if saved is not None and step % t.checkpoint_every == 0:
+                save_checkpoint(ckpt_dir, step, saved, state)
+            for folder in saves.get(step, ()) if saved is not None else ():
+                save_branch_start(folder, step, saved, state)
+            if on_checkpoint is not None and saved is not None and step % t.checkpoint_every == 0:
                 on_checkpoint(curve)
         t0 = time.perf_counter()
     elapsed += time.perf_counter() - t0

@@ -151,16 +151,39 @@ def timing_threads(device: torch.device) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
+def _spread_calls(call: Callable[[], Any], device: torch.device, repeats: int,
+                  clock: Callable[[], float], sleep: Callable[[float], None]) -> list[list[float]]:
+    """`repeats` timed calls of `call` in ms, as sub-series (`latency.subseries_sizes`) whose
+    starts lie at least `latency.SUBSERIES_GAP_S` apart (a pause fills the gap when the calls
+    are short), so that they cover more than one slow spell of the machine. Each sub-series after
+    the first follows one untimed call, which warms the caches again after the pause."""
+    subseries = []
+    start = clock()
+    for i, n in enumerate(latency.subseries_sizes(repeats)):
+        if i:
+            pause = start + i * latency.SUBSERIES_GAP_S - clock()
+            if pause > 0:
+                sleep(pause)
+            call()
+            _sync(device)
+        subseries.append(_timed_calls(call, device, n, clock))
+    return subseries
+
+
 @torch.no_grad()
 def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 30,
-               warmup: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict:
-    """Forward latency of the batch x: median and IQR in ms of `repeats` timed calls after
-    warm-up, on `LATENCY_THREADS` threads on the CPU (`threads` records the count). A series
-    whose IQR is large against its median (`latency.UNSTABLE_IQR`, the reason is there) is
-    measured again, up to `latency.MAX_SERIES` series in all, until one is steady; the steadiest
-    is kept, and flagged `unstable` when it is still over the line (`remeasured` says more than
-    one series was taken). `clock`: seconds, a monotonic
-    clock (tests pass a fake one)."""
+               warmup: int = 5, clock: Callable[[], float] = time.perf_counter,
+               sleep: Callable[[float], None] = time.sleep) -> dict:
+    """Forward latency of the batch x, in ms: `repeats` timed calls after warm-up, in
+    sub-series spread over time (`latency.subseries_sizes`, `latency.SUBSERIES_GAP_S`); the
+    latency is the median of the fastest sub-series, with that sub-series' IQR (`latency.fastest`;
+    `subseries` records how many there were). On the CPU it runs on `LATENCY_THREADS` threads
+    (`threads` records the count). A measurement whose kept sub-series has an IQR large against
+    its median (`latency.UNSTABLE_IQR`) is taken again, up to `latency.MAX_SERIES` in all, until
+    one is steady; the steadiest is kept, and flagged `unstable` when it is still over the line
+    (`remeasured` says more than one was taken). The reasons for each rule, with their
+    measurements, are in `scalelab.latency`. `clock` (seconds, monotonic) and `sleep`: tests
+    pass fake ones."""
     was_training = model.training
     model.eval()
     x = x.to(device)
@@ -169,13 +192,18 @@ def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats:
         for _ in range(warmup):
             model(x)
         _sync(device)
-        series = [latency.spread(_timed_calls(lambda: model(x), device, repeats, clock))]
-        while (latency.relative_iqr(series[-1]) > latency.UNSTABLE_IQR
-               and len(series) < latency.MAX_SERIES):
-            series.append(latency.spread(_timed_calls(lambda: model(x), device, repeats, clock)))
+
+        def measure_once() -> dict[str, float]:
+            return latency.fastest(_spread_calls(lambda: model(x), device, repeats, clock, sleep))
+
+        taken = [measure_once()]
+        while (latency.relative_iqr(taken[-1]) > latency.UNSTABLE_IQR
+               and len(taken) < latency.MAX_SERIES):
+            taken.append(measure_once())
     model.train(was_training)
-    kept = min(series, key=latency.relative_iqr)
-    return {**kept, "repeats": repeats, "threads": threads, "remeasured": len(series) > 1,
+    kept = min(taken, key=latency.relative_iqr)
+    return {**kept, "repeats": repeats, "subseries": len(latency.subseries_sizes(repeats)),
+            "threads": threads, "remeasured": len(taken) > 1,
             "unstable": latency.relative_iqr(kept) > latency.UNSTABLE_IQR}
 
 
