@@ -150,6 +150,15 @@ def _newest_step(folder: Path) -> int:
     return int(sorted(folder.glob("step-*"))[-1].name.removeprefix("step-"))
 
 
+def _sigint_as_from_a_terminal() -> None:
+    """In the child, before it starts: SIGINT at its default and unblocked, as a shell gives a
+    foreground command. A child inherits both from this process, and in the whole suite an
+    earlier test left pytest's process with SIGINT ignored or blocked (the run then ignored the
+    signal and exited 0), which a user's Ctrl-C never meets."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])
+
+
 @pytest.mark.slow
 def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tmp_path):
     # 500 steps a rung, a resume point every 20: interrupted at rung 1's first resume point,
@@ -161,7 +170,7 @@ def test_ctrl_c_says_what_was_kept_and_the_rerun_resumes(tmp_path):
     out = tmp_path / "s"
     proc = subprocess.Popen([sys.executable, "-m", "scalelab", "run", str(spec), "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=cli_env())
+                            env=cli_env(), preexec_fn=_sigint_as_from_a_terminal)
     resume_dir = out / "checkpoints" / "rung-1"
     deadline = time.monotonic() + 300
     while not any(resume_dir.glob("step-*")):
