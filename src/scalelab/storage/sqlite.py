@@ -252,12 +252,16 @@ class StudyStore(StudyStorage):
         with self.conn:
             for p in plans:
                 row = {k: v for k, v in planned_row(p, now).items() if v is not None}
-                cur = self.conn.execute(
-                    f"INSERT OR IGNORE INTO rungs ({', '.join(row)}) "
-                    f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
-                if cur.rowcount:
+                if self._insert_new("rungs", row):
                     added.append(p["rung"])
         return added
+
+    def _insert_new(self, table: str, row: dict) -> bool:
+        """INSERT OR IGNORE one row (inside the caller's transaction): whether it was new."""
+        cur = self.conn.execute(
+            f"INSERT OR IGNORE INTO {table} ({', '.join(row)}) "
+            f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
+        return bool(cur.rowcount)
 
     def set_status(self, rung: int, status: str) -> None:
         with self.conn:
@@ -383,10 +387,7 @@ class StudyStore(StudyStorage):
         with self.conn:
             for row in rows:
                 # INSERT OR IGNORE: a pre-registered forecast is never rewritten
-                cur = self.conn.execute(
-                    f"INSERT OR IGNORE INTO forecasts ({', '.join(row)}) "
-                    f"VALUES ({', '.join('?' for _ in row)})", tuple(row.values()))
-                if cur.rowcount:
+                if self._insert_new("forecasts", row):
                     added.append(row["rung"])
         return added
 
