@@ -19,6 +19,8 @@ thread (`train.measure.LATENCY_THREADS`).
      S / K seconds apart, each after one untimed call; the median of the fastest sub-series
      (`scalelab.latency.fastest`; the library's rule is 5 sub-series 60 ms apart, `5x0.3`);
    - `pooled`: the first spread's calls, the median of all of them;
+   - `busy KxSs` (one per `--busy` entry): calls back to back for S seconds (at least 30),
+     no pause, split into K consecutive sub-series; the median of the fastest;
    - `paired`: the base's and the variant's sub-series interleaved as the first spread, the
      median of the ratios of paired sub-series medians (a speedup only).
    For each: speedup max/min across all rounds and the share of windows of 3 consecutive rounds
@@ -111,6 +113,18 @@ def spread_subseries(calls: list[Call], k: int, span: float) -> list[list[list[f
     return out
 
 
+def busy_subseries(call: Call, k: int, span: float) -> list[list[float]]:
+    """Calls back to back (no pause: the core never idles) until `span` seconds and at least
+    REPEATS calls have passed, in k consecutive sub-series of equal count."""
+    call()
+    times: list[float] = []
+    end = time.perf_counter() + span
+    while len(times) < REPEATS or time.perf_counter() < end:
+        times.extend(timed(call, 1))
+    m = len(times) // k
+    return [times[i * m:(i + 1) * m] for i in range(k)]
+
+
 def fastest(subs: list[list[float]]) -> float:
     """The library's latency of these sub-series (the median of the fastest)."""
     from scalelab.latency import fastest as library_fastest
@@ -162,11 +176,12 @@ def trace(call: Call, seconds: float) -> dict[str, Any]:
 
 
 def one_round(fns: dict[str, dict[int, Call]], configs: list[tuple[int, float]],
-              shift: int) -> dict:
+              shift: int, busy: list[tuple[int, float]] = ()) -> dict:
     """Each estimator's base latency and speedups for every variant and batch; `configs`: the
     (sub-series, span) of the spread estimators (the first also for `spread-pooled`, `paired`)."""
     spreads = {f"spread {k}x{span:g}s": (k, span) for k, span in configs}
-    kinds = ["series", "paired", *spreads]
+    busies = {f"busy {k}x{span:g}s": (k, span) for k, span in busy}
+    kinds = ["series", "paired", *spreads, *busies]
     kinds = kinds[shift % len(kinds):] + kinds[:shift % len(kinds)]
     out: dict[str, dict] = {"cost_s": {}}
     k0, span0 = configs[0]
@@ -190,6 +205,12 @@ def one_round(fns: dict[str, dict[int, Call]], configs: list[tuple[int, float]],
                     out.setdefault("paired", {})[key] = {"base": fastest(sb),
                                                          "speedup": statistics.median(ratios)}
                     n_lat += 1  # one pair: the same span as one latency of the others
+                elif kind in busies:
+                    k, span = busies[kind]
+                    sb, sv = busy_subseries(base, k, span), busy_subseries(call, k, span)
+                    out.setdefault(f"min-of-{kind}", {})[key] = {
+                        "base": fastest(sb), "speedup": fastest(sb) / fastest(sv)}
+                    n_lat += 2
                 else:
                     k, span = spreads[kind]
                     sb, = spread_subseries([base], k, span)
@@ -233,11 +254,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--spread", default="5x0.3",
                     help="comma-separated SUBSERIESxSPAN_S of the spread estimators")
+    ap.add_argument("--busy", default="",
+                    help="comma-separated SUBSERIESxSPAN_S of back-to-back estimators: calls "
+                         "without pauses for SPAN seconds, the fastest of SUBSERIES chunks")
     ap.add_argument("--trace", type=float, default=3.0, help="seconds of back-to-back calls")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(1)
     configs = [(int(k), float(s)) for k, s in (c.split("x") for c in args.spread.split(","))]
+    busy = [(int(k), float(s)) for k, s in (c.split("x") for c in args.busy.split(",") if c)]
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         ms = models(Path(tmp))
@@ -246,7 +271,7 @@ def main() -> None:
         print("spells (base b32 back to back):", json.dumps(spells))
         rounds = []
         for i in range(args.rounds):
-            rounds.append(one_round(fns, configs, i))
+            rounds.append(one_round(fns, configs, i, busy))
             print(f"round {i + 1}: load {os.getloadavg()[0]:.2f}", flush=True)
     summary = summarize(rounds)
     cost = {e: statistics.median(r["cost_s"][e] for r in rounds) for e in rounds[0]["cost_s"]}

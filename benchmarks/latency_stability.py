@@ -9,9 +9,9 @@ ways round by round:
 
 - now: CPU latency timed on `train.measure.LATENCY_THREADS` threads (set around each timing and
   restored), ONNX Runtime sessions without spin-waiting (`export.ort_session`), each latency the
-  median of the fastest of its sub-series spread over ~0.25 s (`latency.subseries_sizes`,
-  `latency.fastest`), and a measurement whose IQR is over `latency.UNSTABLE_IQR` of its median
-  taken again and flagged when still unstable;
+  median of the fastest of 5 sub-series of calls back to back over 0.1 s at least
+  (`latency.min_span_s`, `latency.fastest`), and a measurement whose IQR is over
+  `latency.UNSTABLE_IQR` of its median taken again and flagged when still unstable;
 - old: timing on the process's threads (all cores), ONNX Runtime's default (its threads spin
   after every run) and one series of consecutive calls per latency, never flagged (as at
   b309b61). `--no-old` skips it.
@@ -92,16 +92,18 @@ def old_way() -> Iterator[None]:
     from scalelab.train import measure
 
     session, line, threads = export.ort_session, latency.UNSTABLE_IQR, measure.LATENCY_THREADS
-    calls = latency.SUBSERIES_CALLS
+    calls, span = latency.SUBSERIES_CALLS, latency.SPAN_PER_REPEAT_S
     export.ort_session = lambda path: session(path, spin=True)
     latency.UNSTABLE_IQR = math.inf
     latency.SUBSERIES_CALLS = math.inf  # one sub-series: the repeats back to back
+    latency.SPAN_PER_REPEAT_S = 0.0  # and no more calls than the repeats
     measure.LATENCY_THREADS = torch.get_num_threads()
     try:
         yield
     finally:
         export.ort_session, latency.UNSTABLE_IQR = session, line
         latency.SUBSERIES_CALLS, measure.LATENCY_THREADS = calls, threads
+        latency.SPAN_PER_REPEAT_S = span
 
 
 def compress_once(folder: Path, methods: str | None) -> dict[str, dict]:

@@ -3,11 +3,31 @@ that changes one works on a copy: `tests.helpers.copy_study`)."""
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
 
 import pytest
 
 from tests.helpers import scalelab, two_rung_spec, write_spec
+
+# Under pytest-xdist (`make test` runs two workers on two cores) each worker and every process it
+# starts trains on one thread: two workers of two threads each on two cores oversubscribe them,
+# and torch's OpenMP threads then wait on each other.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+# The CLI prints at 160 columns when its output is not a terminal, and at $COLUMNS when that is
+# set: pytest-xdist sets it to 80 in its workers, which would wrap the lines tests look for.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
+
+def pytest_collection_modifyitems(items):
+    """Every test that starts Ray runs on one xdist worker (`--dist loadgroup`): two local Ray
+    clusters at once on two cores would starve each other, and one may join the other's."""
+    for item in items:
+        if "ray" in re.split(r"[^a-z]+", item.nodeid.lower()):
+            item.add_marker(pytest.mark.xdist_group("ray"))
 
 
 @pytest.fixture(scope="session")

@@ -2,36 +2,34 @@
 them too): how a latency is estimated from sub-series of timed calls, the rule that flags an
 unstable one, medians, speedups, and summary.json's flat form.
 
-A measured latency is `{batch: {"median", "iqr", "repeats", "subseries", "threads",
+A measured latency is `{batch: {"median", "iqr", "repeats", "calls", "subseries", "threads",
 "remeasured", "unstable"}}` in ms (what `train.measure.latencies` returns and the store keeps).
 Wherever one number per batch is needed (speedups, reference latencies kept in a variant's
 `extra`, messages, summary.json) it is the median, flattened by `medians`; the spread goes beside
 it under the same name with `_iqr_ms` for `_ms`, and the batches whose latency is flagged under
 `_unstable` (see `flat`).
 
-How a latency is taken (`train.measure.latency_ms`): its `repeats` timed calls are split into
-sub-series of about `SUBSERIES_CALLS` calls (`subseries_sizes`: 5 at the default 30 repeats, one
-below 9), whose starts lie at least `SUBSERIES_GAP_S` apart, and the latency is the median of
-the fastest sub-series, with that sub-series' IQR (`fastest`). Why: the machine has slow spells
-in which the timing thread's own CPU time per call rises 1.2-2x for ~50-100 ms (the core runs
-slower, as with a busy neighbour on the host). One series of 30 consecutive calls of these
-models lasts 2-10 ms and can fall entirely inside a spell: all its calls are slow alike, its IQR
-is small, and no rule on the series can tell it from a steady one. That was every miss of the
-idle runs of benchmarks/latency_stability.py before this rule (15 of 18 speedups within 10%
-across 3 `compress` runs at best, worst max/min 1.45; benchmarks/RESULTS.md). Five sub-series
-60 ms apart cover ~0.25 s: a 100 ms spell covers at most two of them, and the fastest of the
-others is the latency the model has when the machine lets it run (timeit's reasoning: the
-low end is the figure, the rest is interference). Measured under load (benchmarks/
-latency_estimators.py, 2-core machine at load average 9-20, 12 rounds, estimators rotated round
-by round; speedups of prune:0.5, bf16 and int8 over a 99,690-parameter MLP at batch 1 and 32),
-worst speedup max/min over the 12 rounds in three runs: one series 1.43, 1.11, 1.13; the
-fastest of 5 sub-series 1.09, 1.07, 1.07; the median of the same spread calls pooled 1.37, 1.88,
-1.23 (spreading alone is not the fix); 10 sub-series of 3 calls 1.19 (too few calls for a
-median); 5 sub-series over 0.15 s 1.19. Interleaving the base's and the variant's sub-series and
-taking the median ratio of pairs did as well (1.09, 1.05, 1.09) but gives a speedup without a
-latency of its own. The cost: a pause fills each gap only when the calls are shorter than it,
-so ~0.25 s per latency for models whose calls last well under 10 ms, nothing more for slower
-ones; with 3 repeats (the test suite) one sub-series and no pause.
+How a latency is taken (`train.measure.latency_ms`): the model is called back to back, with no
+pause, until at least `repeats` calls and at least `min_span_s(repeats)` seconds (0.1 s at the
+default 30 repeats) have passed; those calls are split into `subseries_count(repeats)`
+consecutive sub-series of equal size (5 at 30 repeats, one below 9: `split`), and the latency is
+the median of the fastest sub-series, with that sub-series' IQR (`fastest`). Why: the machine
+has slow spells in which calls run 1.2-2x slower for up to tens of ms, and one series of 30
+calls of these models lasts 0.6-10 ms, so it can fall entirely inside a spell: all its calls
+are slow alike, its IQR is small and no rule on the series can tell it from a steady one. Calls
+covering 0.1 s outlast a spell, and the fastest fifth of them is the latency the model has when
+the machine lets it run (timeit's reasoning: the low end is the figure, the rest is
+interference). Measured (benchmarks/latency_estimators.py, 12 rounds, estimators rotated round
+by round; speedups of prune:0.5, bf16 and int8 over a 99,690-parameter MLP at batch 1 and 32;
+benchmarks/RESULTS.md), worst speedup max/min over the 12 rounds on the idle 2-core machine:
+one series of 30 (the first rule) 1.79; 5 sub-series of 6 calls started 60 ms apart with a
+sleep between them (the second rule) 2.39; calls back to back for 0.25 s, fastest of 5 chunks,
+1.05; for 0.1 s 1.04 (this rule). The sleeping rule had won under load (1.07-1.09 against
+1.11-1.43) and lost idle: after a pause of tens of ms an idle core's first calls run slow (it
+has dropped its clock or been descheduled), so every sub-series started cold. Calling without
+pause keeps the core busy throughout. The cost: 0.1 s per latency for models whose calls last
+well under 3 ms, nothing more for slower ones; with the tests' 3 repeats 10 ms and one
+sub-series.
 
 Why a measurement is flagged: a kept sub-series whose IQR exceeds `UNSTABLE_IQR` times its median
 had its calls disturbed (an OpenMP barrier or the timing thread waiting a scheduler tick: calls
@@ -63,8 +61,8 @@ from typing import Any
 
 UNSTABLE_IQR = 0.3  # a measurement is unstable when its IQR exceeds this fraction of its median
 MAX_SERIES = 3  # measurements taken at most, while each is unstable (the reason is above)
-SUBSERIES_CALLS = 6  # timed calls per sub-series, about (`subseries_sizes`)
-SUBSERIES_GAP_S = 0.06  # seconds at least between the starts of a latency's sub-series
+SUBSERIES_CALLS = 6  # `repeats` per sub-series, about (`subseries_count`)
+SPAN_PER_REPEAT_S = 0.1 / 30  # seconds of calls at least per repeat (`min_span_s`)
 UNSTABLE_MARK = " (unstable)"  # what tables print beside a flagged latency
 
 
@@ -74,11 +72,23 @@ def spread(times_ms: Sequence[float]) -> dict[str, float]:
     return {"median": statistics.median(times_ms), "iqr": q3 - q1}
 
 
-def subseries_sizes(repeats: int) -> list[int]:
-    """How `repeats` timed calls split into sub-series: `repeats / SUBSERIES_CALLS` of them
-    rounded (at least one), their sizes differing by one at most."""
-    k = max(1, round(repeats / SUBSERIES_CALLS))
-    return [repeats // k + (i < repeats % k) for i in range(k)]
+def subseries_count(repeats: int) -> int:
+    """How many sub-series a latency of `repeats` splits its calls into: `repeats /
+    SUBSERIES_CALLS` rounded, at least one."""
+    return max(1, round(repeats / SUBSERIES_CALLS))
+
+
+def min_span_s(repeats: int) -> float:
+    """Seconds a latency of `repeats` keeps calling the model, at least (0.1 s at 30)."""
+    return repeats * SPAN_PER_REPEAT_S
+
+
+def split(times: Sequence[float], k: int) -> list[list[float]]:
+    """`times` as k consecutive sub-series whose sizes differ by one at most."""
+    n = len(times)
+    sizes = [n // k + (i < n % k) for i in range(k)]
+    starts = [sum(sizes[:i]) for i in range(k)]
+    return [list(times[a:a + m]) for a, m in zip(starts, sizes, strict=True)]
 
 
 def fastest(subseries: Sequence[Sequence[float]]) -> dict[str, float]:
@@ -144,6 +154,6 @@ def flagged(model: Mapping[str, Any], batch: str | int, prefix: str = "") -> boo
     return is_unstable((model.get(f"{prefix}latency_ms") or {}).get(batch))
 
 
-__all__ = ["MAX_SERIES", "SUBSERIES_CALLS", "SUBSERIES_GAP_S", "UNSTABLE_IQR", "UNSTABLE_MARK",
-           "fastest", "flagged", "flat", "is_unstable", "medians", "relative_iqr", "speedups",
-           "spread", "subseries_sizes", "unstable_batches"]
+__all__ = ["MAX_SERIES", "SPAN_PER_REPEAT_S", "SUBSERIES_CALLS", "UNSTABLE_IQR", "UNSTABLE_MARK",
+           "fastest", "flagged", "flat", "is_unstable", "medians", "min_span_s", "relative_iqr",
+           "speedups", "split", "spread", "subseries_count", "unstable_batches"]

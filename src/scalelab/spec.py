@@ -283,7 +283,9 @@ class TrainSpec(_Strict):
 
 class MeasureSpec(_Strict):
     latency_batches: list[int] = Field(default_factory=lambda: [1, 32])
-    latency_repeats: int = Field(30, gt=2)
+    latency_repeats: int = Field(30, gt=2, description="timed calls per latency, at least: "
+                                 "calls run back to back for 3.3 ms a repeat too, split into "
+                                 "sub-series whose fastest is the latency (docs/compress.md)")
     threads: int | None = Field(None, gt=0, description="torch threads for training and "
                                 "evaluation; default: all cores (CPU latency is timed on one "
                                 "thread: docs/compress.md)")

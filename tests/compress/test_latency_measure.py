@@ -1,6 +1,6 @@
-"""Latency you can trust: ONNX Runtime sessions that do not spin-wait, timed calls in sub-series
-spread over time whose fastest is the latency, and measurements whose spread is too wide taken
-again and flagged (with a fake clock and sleep: no wall-clock assertion)."""
+"""Latency you can trust: ONNX Runtime sessions that do not spin-wait, calls back to back over a
+span of time split into sub-series whose fastest is the latency, and measurements whose spread is
+too wide taken again and flagged (with a fake clock: no wall-clock assertion)."""
 
 from __future__ import annotations
 
@@ -47,15 +47,14 @@ def test_ort_sessions_do_not_spin_and_use_torchs_threads(tmp_path):
 
 
 class FakeTime:
-    """A fake clock and sleep, and a model (`model`) whose calls advance the clock: call i (warm-up
-    calls counted) starting at `now` seconds lasts `duration(i, now)` ms. Records when each call
-    started and every pause."""
+    """A fake clock, and a model (`model`) whose calls advance it: call i (warm-up calls
+    counted) starting at `now` seconds lasts `duration(i, now)` ms. Records when each call
+    started."""
 
     def __init__(self, duration: Callable[[int, float], float]):
         self.now = 0.0
         self.duration = duration
         self.calls: list[float] = []
-        self.slept: list[float] = []
         fake = self
 
         class Timed(nn.Module):
@@ -69,13 +68,9 @@ class FakeTime:
     def clock(self) -> float:
         return self.now
 
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
-
     def measure(self, repeats: int, warmup: int) -> dict:
         return latency_ms(self.model, torch.zeros(1, 4), torch.device("cpu"), repeats=repeats,
-                          warmup=warmup, clock=self.clock, sleep=self.sleep)
+                          warmup=warmup, clock=self.clock)
 
 
 def _scripted(durations_ms: list[float], warmup: int = 2) -> FakeTime:
@@ -84,17 +79,18 @@ def _scripted(durations_ms: list[float], warmup: int = 2) -> FakeTime:
     return FakeTime(lambda i, _now: script[i])
 
 
-STEADY = [2.0, 2.02, 1.98, 2.01, 2.0, 1.99, 2.03, 2.0]  # IQR ~1% of the median
+# 8 repeats make one sub-series (`latency.subseries_count`) and span 26.7 ms at least
+# (`latency.min_span_s`): each series below lasts longer, so one measurement is 8 calls.
+STEADY = [4.0, 4.04, 3.96, 4.02, 4.0, 3.98, 4.06, 4.0]  # IQR ~1% of the median
 # Half the calls stall for a scheduler tick or more: IQR far above 30% of the median.
 STALLED = [0.1, 4.1, 0.1, 8.1, 0.1, 4.1, 0.1, 12.1]
-# 8 repeats make one sub-series (`latency.subseries_sizes`): one measurement is 8 calls.
 
 
 def test_steady_series_is_measured_once_and_not_flagged():
     fake = _scripted(STEADY)
     rec = fake.measure(repeats=8, warmup=2)
-    assert len(fake.calls) == 2 + 8 and not fake.slept  # one sub-series: no pause
-    assert rec["median"] == pytest.approx(2.0) and rec["iqr"] < 0.1
+    assert len(fake.calls) == 2 + 8 and rec["calls"] == 8
+    assert rec["median"] == pytest.approx(4.0) and rec["iqr"] < 0.1
     assert rec["subseries"] == 1
     assert rec["remeasured"] is False and rec["unstable"] is False
 
@@ -113,7 +109,7 @@ def test_unstable_series_replaced_by_a_steady_remeasurement():
     rec = fake.measure(repeats=8, warmup=2)
     assert len(fake.calls) == 2 + 2 * 8
     assert rec["remeasured"] is True and rec["unstable"] is False
-    assert rec["median"] == pytest.approx(2.0)  # the steady series is the one kept
+    assert rec["median"] == pytest.approx(4.0)  # the steady series is the one kept
 
 
 def test_a_third_series_is_taken_when_the_second_is_unstable_too():
@@ -123,16 +119,20 @@ def test_a_third_series_is_taken_when_the_second_is_unstable_too():
     rec = fake.measure(repeats=8, warmup=2)
     assert len(fake.calls) == 2 + 3 * 8
     assert rec["remeasured"] is True and rec["unstable"] is False
-    assert rec["median"] == pytest.approx(2.0)
+    assert rec["median"] == pytest.approx(4.0)
 
 
-def test_subseries_split_the_repeats():
-    """5 sub-series of 6 at the default 30 repeats; one at the tests' 3 (no pause, no cost)."""
-    assert latency.subseries_sizes(30) == [6] * 5
-    assert latency.subseries_sizes(10) == [5, 5]
-    assert latency.subseries_sizes(9) == [5, 4]
-    assert latency.subseries_sizes(3) == [3] and latency.subseries_sizes(4) == [4]
-    assert all(sum(latency.subseries_sizes(r)) == r for r in range(3, 200))
+def test_subseries_split_the_calls():
+    """5 sub-series at the default 30 repeats, one at the tests' 3; however many calls the span
+    took, they split into consecutive sub-series whose sizes differ by one at most."""
+    assert latency.subseries_count(30) == 5 and latency.subseries_count(10) == 2
+    assert latency.subseries_count(3) == 1 and latency.subseries_count(4) == 1
+    assert latency.min_span_s(30) == pytest.approx(0.1)
+    times = [float(i) for i in range(23)]
+    parts = latency.split(times, 5)
+    assert [len(p) for p in parts] == [5, 5, 5, 4, 4] and sum(parts, []) == times
+    for n in range(3, 200):
+        assert sum(latency.split([0.0] * n, latency.subseries_count(30)), []) == [0.0] * n
 
 
 def test_the_fastest_subseries_is_the_latency():
@@ -141,37 +141,32 @@ def test_the_fastest_subseries_is_the_latency():
 
 
 def test_a_slow_spell_over_a_whole_series_does_not_set_the_latency():
-    """Issue 21's idle misses: calls of 0.2 ms run at 0.4 ms for the first 100 ms, a spell
+    """Issue 21's idle misses: calls of 0.2 ms run at 0.4 ms for the first 40 ms, a spell
     longer than 30 consecutive calls (12 ms), so one series would be slow throughout, with a
-    small IQR and no flag. Spread over sub-series, the latency is the one outside the spell."""
-    fake = FakeTime(lambda _i, now: 0.4 if now < 0.1 else 0.2)
+    small IQR and no flag. Called for 0.1 s, the fastest fifth is outside the spell."""
+    fake = FakeTime(lambda _i, now: 0.4 if now < 0.04 else 0.2)
     rec = fake.measure(repeats=30, warmup=5)
     assert rec["median"] == pytest.approx(0.2) and rec["iqr"] == pytest.approx(0.0)
     assert rec["subseries"] == 5 and rec["unstable"] is False and rec["remeasured"] is False
 
 
-def test_subseries_start_apart_after_an_untimed_call():
-    """Short calls: a pause brings each sub-series' start `SUBSERIES_GAP_S` after the first's,
-    and the first call after a pause (slow: cold caches) is not timed."""
-    def duration(i: int, _now: float) -> float:
-        return 5.0 if i in after_pause else 0.1
-
-    # call indices: 5 warm-up, 6 timed, then per sub-series 1 untimed + 6 timed
-    after_pause = {5 + 6 + 7 * k for k in range(4)}
-    fake = FakeTime(duration)
+def test_short_calls_run_back_to_back_for_the_span():
+    """Calls of 0.125 ms: the measurement keeps calling, with no pause, until 0.1 s has passed
+    (about 800 calls, not 30); slow calls after the first 30 still count."""
+    fake = FakeTime(lambda i, _now: 0.125 if i < 300 or i % 2 else 5.0)
     rec = fake.measure(repeats=30, warmup=5)
-    assert len(fake.calls) == 5 + 30 + 4 and len(fake.slept) == 4
-    first = fake.calls[5]
-    starts = [fake.calls[i] for i in sorted(after_pause)]
-    assert starts == [pytest.approx(first + k * latency.SUBSERIES_GAP_S) for k in range(1, 5)]
-    assert rec["median"] == pytest.approx(0.1) and rec["unstable"] is False
+    gaps = [b - a for a, b in zip(fake.calls, fake.calls[1:], strict=False)]
+    assert max(gaps) <= 5.0 / 1e3 + 1e-12  # no call waited on anything but the one before
+    assert fake.now - fake.calls[5] == pytest.approx(0.1, abs=5.1e-3)
+    assert rec["calls"] == len(fake.calls) - 5 > 30
+    assert rec["median"] == pytest.approx(0.125) and rec["subseries"] == 5
 
 
-def test_long_calls_need_no_pause():
-    """Calls longer than the gap already spread the sub-series: nothing is slept."""
+def test_long_calls_take_the_repeats_alone():
+    """Calls longer than the span over the repeats: 30 calls, nothing more."""
     fake = FakeTime(lambda _i, _now: 20.0)
     rec = fake.measure(repeats=30, warmup=1)
-    assert not fake.slept and len(fake.calls) == 1 + 30 + 4
+    assert len(fake.calls) == 1 + 30 and rec["calls"] == 30
     assert rec["median"] == pytest.approx(20.0) and rec["subseries"] == 5
 
 
@@ -208,10 +203,10 @@ def test_real_model_latency_record_has_its_spread_and_flags(repeats):
     """The real clock on a real model: whatever the load, the record says how it was taken."""
     model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
     rec = latency_ms(model, torch.zeros(2, 16), torch.device("cpu"), repeats=repeats)
-    assert set(rec) == {"median", "iqr", "repeats", "subseries", "threads", "remeasured",
-                        "unstable"}
+    assert set(rec) == {"median", "iqr", "repeats", "calls", "subseries", "threads",
+                        "remeasured", "unstable"}
     assert rec["median"] > 0 and rec["iqr"] >= 0 and rec["repeats"] == repeats
-    assert rec["subseries"] == len(latency.subseries_sizes(repeats))
+    assert rec["subseries"] == latency.subseries_count(repeats) and rec["calls"] >= repeats
     assert rec["unstable"] == (latency.relative_iqr(rec) > latency.UNSTABLE_IQR)
     assert rec["unstable"] <= rec["remeasured"]  # only a re-measured series can be flagged
 

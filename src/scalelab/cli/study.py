@@ -15,7 +15,7 @@ from rich.table import Table
 
 from scalelab.cli.app import app, check_device, console, err_console
 from scalelab.errors import UserError
-from scalelab.execute import executor_help
+from scalelab.execute import executor_class, executor_help
 from scalelab.execute.base import BaseObserver
 from scalelab.spec import EXAMPLE_SPEC, base_note, load_spec, preset_spec, quick_spec
 from scalelab.storage import StudyStore
@@ -422,7 +422,7 @@ def run(
     note = ResumeNote()
     # The bars stop (and show where each rung got to) before the interruption's line is printed.
     with interrupted_is_exit_130(out, note), rung_progress() as bar, incomplete_is_exit_1():
-        bars = RungBars(bar, show_workers=executor != "local")
+        bars = RungBars(bar, show_workers=executor_class(executor).remote)
         summary = run_study(spec, out, device, on_plan=bars.add_plans, execute=options,
                             observers=[bars, note, *observers], replan=replan)
     _print_summary(summary, out)

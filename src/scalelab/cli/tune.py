@@ -19,6 +19,7 @@ from scalelab.cli.study import (
     mirrors,
     rung_progress,
 )
+from scalelab.execute import executor_class
 from scalelab.execute.base import BaseObserver, Event, Finished, Pruned
 from scalelab.spec import load_spec
 
@@ -87,7 +88,7 @@ def tune(
     options = execute_options(executor, address, storage)
     observers = mirrors(mlflow, spec.name)
     with rung_progress() as bar, incomplete_is_exit_1():
-        bars = RungBars(bar, show_workers=executor != "local")
+        bars = RungBars(bar, show_workers=executor_class(executor).remote)
         record = tune_study(spec, out, trials, device, execute=options,
                             observers=[bars, TrialLines(), *observers], on_plan=bars.add_plans)
     _print_record(record, out)

@@ -2,6 +2,7 @@
 `base.py` for the seam.
 
 Adding an executor is one file in this folder plus one line in `REGISTRY`: a class with a `name`,
+`remote` (whether its jobs run in other processes, so the progress display names their workers),
 a docstring whose first paragraph says where its jobs run (the CLI's `--executor` help and
 `scalelab list executors` show it), `flags` (the CLI options it takes beyond `--executor`:
 `--address`, `--storage`) and a classmethod `open(options, execute)` that checks the options

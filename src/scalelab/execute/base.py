@@ -151,6 +151,9 @@ class Executor(Protocol):
     every job still running and propagates."""
 
     name: str
+    # Whether jobs run in other processes or on other hosts (the progress display then names the
+    # worker each one started on).
+    remote: bool
 
     def run(self, jobs: Sequence[Job], work: Workload, emit: Emit) -> None: ...
 

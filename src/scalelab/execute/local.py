@@ -41,6 +41,7 @@ class LocalExecutor:
     """Jobs one after another in this process (CPU or one GPU)."""
 
     name = "local"
+    remote = False
     flags: tuple[str, ...] = ()  # no CLI option beyond --executor
 
     @classmethod

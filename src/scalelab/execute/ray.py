@@ -130,6 +130,7 @@ class RayExecutor:
     a cluster, the study folder must be one every node mounts)."""
 
     name = "ray"
+    remote = True
     flags = ("--address", "--storage")
 
     @classmethod

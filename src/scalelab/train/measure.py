@@ -151,39 +151,31 @@ def timing_threads(device: torch.device) -> Iterator[None]:
             torch.set_num_threads(before)
 
 
-def _spread_calls(call: Callable[[], Any], device: torch.device, repeats: int,
-                  clock: Callable[[], float], sleep: Callable[[float], None]) -> list[list[float]]:
-    """`repeats` timed calls of `call` in ms, as sub-series (`latency.subseries_sizes`) whose
-    starts lie at least `latency.SUBSERIES_GAP_S` apart (a pause fills the gap when the calls
-    are short), so that they cover more than one slow spell of the machine. Each sub-series after
-    the first follows one untimed call, which warms the caches again after the pause."""
-    subseries = []
-    start = clock()
-    for i, n in enumerate(latency.subseries_sizes(repeats)):
-        if i:
-            pause = start + i * latency.SUBSERIES_GAP_S - clock()
-            if pause > 0:
-                sleep(pause)
-            call()
-            _sync(device)
-        subseries.append(_timed_calls(call, device, n, clock))
-    return subseries
+def _busy_calls(call: Callable[[], Any], device: torch.device, repeats: int,
+                clock: Callable[[], float]) -> list[list[float]]:
+    """Timed calls of `call` in ms, back to back until at least `repeats` of them and
+    `latency.min_span_s(repeats)` seconds have passed, as `latency.subseries_count(repeats)`
+    consecutive sub-series (the reason for the rule is in `scalelab.latency`)."""
+    times: list[float] = []
+    end = clock() + latency.min_span_s(repeats)
+    while len(times) < repeats or clock() < end:
+        times.extend(_timed_calls(call, device, 1, clock))
+    return latency.split(times, latency.subseries_count(repeats))
 
 
 @torch.no_grad()
 def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats: int = 30,
-               warmup: int = 5, clock: Callable[[], float] = time.perf_counter,
-               sleep: Callable[[float], None] = time.sleep) -> dict:
-    """Forward latency of the batch x, in ms: `repeats` timed calls after warm-up, in
-    sub-series spread over time (`latency.subseries_sizes`, `latency.SUBSERIES_GAP_S`); the
-    latency is the median of the fastest sub-series, with that sub-series' IQR (`latency.fastest`;
-    `subseries` records how many there were). On the CPU it runs on `LATENCY_THREADS` threads
-    (`threads` records the count). A measurement whose kept sub-series has an IQR large against
-    its median (`latency.UNSTABLE_IQR`) is taken again, up to `latency.MAX_SERIES` in all, until
-    one is steady; the steadiest is kept, and flagged `unstable` when it is still over the line
-    (`remeasured` says more than one was taken). The reasons for each rule, with their
-    measurements, are in `scalelab.latency`. `clock` (seconds, monotonic) and `sleep`: tests
-    pass fake ones."""
+               warmup: int = 5, clock: Callable[[], float] = time.perf_counter) -> dict:
+    """Forward latency of the batch x, in ms: after warm-up, calls back to back for at least
+    `repeats` calls and `latency.min_span_s(repeats)` seconds, split into sub-series
+    (`latency.subseries_count`); the latency is the median of the fastest sub-series, with that
+    sub-series' IQR (`latency.fastest`; `calls` and `subseries` record how many). On the CPU it
+    runs on `LATENCY_THREADS` threads (`threads` records the count). A measurement whose kept
+    sub-series has an IQR large against its median (`latency.UNSTABLE_IQR`) is taken again, up
+    to `latency.MAX_SERIES` in all, until one is steady; the steadiest is kept, and flagged
+    `unstable` when it is still over the line (`remeasured` says more than one was taken). The
+    reasons for each rule, with their measurements, are in `scalelab.latency`. `clock` (seconds,
+    monotonic): tests pass a fake one."""
     was_training = model.training
     model.eval()
     x = x.to(device)
@@ -193,17 +185,19 @@ def latency_ms(model: nn.Module, x: torch.Tensor, device: torch.device, repeats:
             model(x)
         _sync(device)
 
-        def measure_once() -> dict[str, float]:
-            return latency.fastest(_spread_calls(lambda: model(x), device, repeats, clock, sleep))
+        def measure_once() -> tuple[dict[str, float], int]:
+            subseries = _busy_calls(lambda: model(x), device, repeats, clock)
+            return latency.fastest(subseries), sum(map(len, subseries))
 
         taken = [measure_once()]
-        while (latency.relative_iqr(taken[-1]) > latency.UNSTABLE_IQR
+        while (latency.relative_iqr(taken[-1][0]) > latency.UNSTABLE_IQR
                and len(taken) < latency.MAX_SERIES):
             taken.append(measure_once())
     model.train(was_training)
-    kept = min(taken, key=latency.relative_iqr)
-    return {**kept, "repeats": repeats, "subseries": len(latency.subseries_sizes(repeats)),
-            "threads": threads, "remeasured": len(taken) > 1,
+    kept, calls = min(taken, key=lambda t: latency.relative_iqr(t[0]))
+    return {**kept, "repeats": repeats, "calls": calls,
+            "subseries": latency.subseries_count(repeats), "threads": threads,
+            "remeasured": len(taken) > 1,
             "unstable": latency.relative_iqr(kept) > latency.UNSTABLE_IQR}
 
 
