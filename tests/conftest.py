@@ -23,11 +23,17 @@ for _name in ("COLUMNS", "LINES"):
 
 
 def pytest_collection_modifyitems(items):
-    """Every test that starts Ray runs on one xdist worker (`--dist loadgroup`): two local Ray
-    clusters at once on two cores would starve each other, and one may join the other's."""
+    """How `make test`'s xdist workers share the tests (`--dist loadgroup`): every test that
+    starts Ray runs on one worker (two local Ray clusters at once on two cores would starve each
+    other, and one may join the other's), and the tests of a module that uses a module-scoped
+    fixture (a study trained once for the module) stay on one worker, so it is trained once."""
     for item in items:
         if "ray" in re.split(r"[^a-z]+", item.nodeid.lower()):
             item.add_marker(pytest.mark.xdist_group("ray"))
+            continue
+        defs = item._fixtureinfo.name2fixturedefs.values()
+        if any(d[-1].scope in ("module", "class", "package") for d in defs if d):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,12 @@ EXAMPLE = ROOT / "examples" / "hf-llama.yaml"
 
 
 def shrunken(model_type: str, data: Path) -> dict:
-    """The example's spec at a few seconds a rung: block 32, 4 small sizes, 24 steps each."""
+    """The example's spec at a few seconds a rung: block 32, 4 small sizes (one layer allowed:
+    two-layer models this small would share shapes), 24 steps each."""
     spec = yaml.safe_load(EXAMPLE.read_text())
     spec["name"] = f"hf-{model_type}-tiny"
     spec["task"]["path"] = str(data)
-    spec["family"].update(model_type=model_type, block_size=32)
+    spec["family"].update(model_type=model_type, block_size=32, min_layers=1)
     spec["ladder"] = {"sizes": [1.0e4, 2.0e4, 4.0e4, 8.0e4]}
     spec["train"].update(tokens=6144, batch_size=8, eval_every=12, checkpoint_every=12,
                          eval_tokens=2048, final_eval_tokens=4096)

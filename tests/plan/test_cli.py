@@ -91,5 +91,8 @@ def test_no_seeds_to_measure_the_noise_from(study: Path, tmp_path: Path, capsys,
     _refused(_main(capsys, monkeypatch, "plan", "--law", study, "--target", "6e6"), "--noise")
 
 
-def test_two_axis_target_is_one_line(capsys, monkeypatch):
-    _refused(_main(capsys, monkeypatch, "plan", "--compute", "1e15"), "--compute")
+def test_compute_and_target_together_are_one_line(capsys, monkeypatch):
+    """A compute target is planned (tests/plan/test_plan_two_axis.py); with --target too it is
+    refused."""
+    _refused(_main(capsys, monkeypatch, "plan", "--compute", "1e15", "--target", "6e6"),
+             "--compute C", "not both")

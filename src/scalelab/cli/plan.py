@@ -34,6 +34,14 @@ Writes, in --out: plan.json (every candidate), plan.yaml (the chosen ladder in t
 spec: give it to `scalelab run` as it is) and plan.png (probability against cost). The chosen
 ladder is the most probable within the budget (of those within 0.02 of it, the cheapest;
 without --budget, the cheapest about as sure as any).
+
+`--compute C` instead plans an IsoFLOP ladder (3 to 5 budgets, the largest C/3 to C/30; 4, 5
+or 7 sizes a budget; 1 to 3 seeds) whose two-axis law predicts the best loss at C, L*(C).
+The truth: `--from` a two-axis study (its Approach-3 law and the spread of its runs about it),
+`--law` a two-axis fit.json with `--noise`, or with neither Chinchilla's published Approach-3
+law with `--noise`. Each draw is fitted as the study's Approach 3 (one batched fit); the
+chosen ladder is also fitted by the study's whole two-axis fit on a few draws. plan.yaml is
+an IsoFLOP spec for `scalelab run`.
 """
 
 
@@ -52,8 +60,9 @@ def _fraction(text: str, name: str) -> float:
 
 def _table(plan: dict, rows: int) -> Table:
     tol = f"{100 * plan['tolerance']:g}%"
-    table = Table(title=f"Candidate ladders for N = {fmt_count(plan['target'])}, by probability "
-                  "per FLOP", title_justify="left")
+    what = plan.get("label") or f"N = {fmt_count(plan['target'])}"
+    table = Table(title=f"Candidate ladders for {what}, by probability per FLOP",
+                  title_justify="left")
     for col in ("ladder", "runs", "reach", "FLOPs", f"P(|err| <= {tol})", "mean err",
                 "95% of errors", "P per PFLOP fitted"):
         table.add_column(col, justify="left" if col == "ladder" else "right")
@@ -72,12 +81,14 @@ def _table(plan: dict, rows: int) -> Table:
 def plan(
     target: float | None = typer.Option(None, "--target", help="the size N (non-embedding "
                                         "parameters) the law must predict"),
-    compute: float | None = typer.Option(None, "--compute", help="a compute budget C for a "
-                                         "two-axis ladder (not planned yet)"),
+    compute: float | None = typer.Option(None, "--compute", help="a compute target C "
+                                         "(FLOPs): plan an IsoFLOP ladder whose two-axis law "
+                                         "predicts the best loss at C (instead of --target)"),
     source: Path | None = typer.Option(None, "--from", help="a study folder: its law, seed "
                                        "noise, cost and spec"),
     law: Path | None = typer.Option(None, "--law", help="a prior law: a fit.json of the power "
-                                    "law, or a study folder (with --noise)"),
+                                    "law (with --compute: of a two-axis law), or a study "
+                                    "folder (with --noise)"),
     noise: str | None = typer.Option(None, "--noise", help="noise of one run, sd of log loss "
                                      "(1% or 0.01), assumed at every size"),
     tolerance: str = typer.Option("2%", "--tolerance", help="the error allowed at the target"),
@@ -85,11 +96,11 @@ def plan(
     seconds: float | None = typer.Option(None, "--seconds", help="the most training seconds, "
                                          "at the study's measured FLOPs per second"),
     reach: float = typer.Option(3.0, "--reach", help="the target at least this many times "
-                                "the largest fitted size"),
+                                "the largest fitted size (with --compute: budget)"),
     preset: str = typer.Option("default", "--preset", help="the spec a prior law's plan "
                                "starts from"),
     check: bool = typer.Option(True, "--check/--no-check", help="one run at the target in the "
-                               "spec, which tests the forecast"),
+                               "spec, which tests the forecast (--target only)"),
     seed: int = typer.Option(0, "--seed", help="seed of the synthetic ladders"),
     sims: int = typer.Option(200, "--sims", min=10, help="synthetic ladders per candidate "
                              "(the finalists get 5 times as many)"),
@@ -101,13 +112,18 @@ def plan(
     from scalelab.plan.plot import save_plan_figure
     from scalelab.spec import load_spec
 
-    if compute is not None:
-        raise UserError("--compute: a plan for a two-axis (IsoFLOP) target is not available "
-                        "yet; plan a target size with --target")
-    if target is None or target <= 0:
-        raise UserError("give --target N, the size the law must predict (e.g. --target 6e6)")
+    if compute is not None and target is not None:
+        raise UserError("give --target N (a ladder in N) or --compute C (IsoFLOP budgets), "
+                        "not both")
     tol = _fraction(tolerance, "--tolerance")
     sigma = None if noise is None else _fraction(noise, "--noise")
+    if compute is not None:
+        _plan_compute(compute, source, law, sigma, tol, budget, seconds, reach, preset, seed,
+                      sims, out, rows)
+        return
+    if target is None or target <= 0:
+        raise UserError("give --target N, the size the law must predict (e.g. --target 6e6), "
+                        "or --compute C")
     if source is not None and law is not None:
         raise UserError("give --from STUDY or --law FIT, not both")
     if source is not None:
@@ -155,6 +171,68 @@ def plan(
                   highlight=False, soft_wrap=True)
     console.print(f"noise: {src.noise.source} ({100 * src.noise.record['sigma']:.2f}% pooled); "
                   f"cost: {result['cost']}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")
+
+
+def _plan_compute(compute: float, source: Path | None, law: Path | None, sigma: float | None,
+                  tol: float, budget: float | None, seconds: float | None, reach: float,
+                  preset: str, seed: int, sims: int, out: Path, rows: int) -> None:
+    """`scalelab plan --compute C`: an IsoFLOP ladder for a two-axis target (`plan.two_axis`)."""
+    from scalelab.plan import shape_realizer
+    from scalelab.plan.plot import save_plan_figure
+    from scalelab.plan.two_axis import (
+        isoflop_settings,
+        isoflop_spec,
+        make_two_axis_plan,
+        refusal,
+        two_axis_source,
+    )
+    from scalelab.spec import load_spec
+
+    if not compute > 0:
+        raise UserError(f"--compute must be a positive number of FLOPs, got {compute:g}")
+    src = two_axis_source(source, law, sigma, preset)
+    if src.budgets and compute <= max(src.budgets):
+        raise UserError(f"--compute {compute:.3g} is inside the measured budgets of {src.name} "
+                        f"({min(src.budgets):.3g} to {max(src.budgets):.3g} FLOPs): its best "
+                        f"loss is measured, not predicted; plan a compute above "
+                        f"{max(src.budgets):.3g}")
+    if seconds is not None:
+        if budget is not None:
+            raise UserError("give --budget (FLOPs) or --seconds, not both")
+        if not src.flops_per_s:
+            raise UserError("--seconds needs a measured rate (--from a study with training "
+                            "times); give --budget in FLOPs")
+        budget = seconds * src.flops_per_s
+    span, tokens_per_param = isoflop_settings(src.spec)
+    result = make_two_axis_plan(
+        src.truth, compute, tolerance=tol, budget=budget, span=span,
+        tokens_per_param=tokens_per_param, reach=reach, realize=shape_realizer(src.spec),
+        refused=refusal(src.spec), flops_per_s=src.flops_per_s, seed=seed,
+        screen_sims=sims, final_sims=5 * sims, study_draws=max(1, sims // 10)).to_dict()
+    out.mkdir(parents=True, exist_ok=True)
+    spec = isoflop_spec(src.spec, result["chosen"])
+    (out / "plan.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    load_spec(out / "plan.yaml")  # what `scalelab run` reads: refused here, not there
+    (out / "plan.json").write_text(json.dumps(result, indent=1))
+    save_plan_figure(result, out / "plan.png")
+    console.print(_table(result, rows))
+    c, opt = result["chosen"], result["settings"]["optimum"]
+    secs = f", {fmt_seconds(c['seconds'])} of training" if c.get("seconds") else ""
+    console.print(f"chosen: {c['describe']} ({c['runs']} runs, {fmt_flops(c['flops'])}{secs}): "
+                  f"P(|error of L*(C)| <= {100 * tol:g}%) = {c['p_within']:.2f} ± "
+                  f"{c['p_se']:.2f} over {c['sims']} draws, mean error "
+                  f"{100 * c['mean_error']:+.2f}%", highlight=False, soft_wrap=True)
+    fit = c.get("study_fit")
+    if fit and fit["p_within"] is not None:
+        laws = ", ".join(f"{k} {v}" for k, v in sorted(fit["chosen_laws"].items()))
+        console.print(f"the study's own fit (fit_two_axis, its choice of law: {laws}) on "
+                      f"{fit['draws']} draws: P = {fit['p_within']:.2f}, mean error "
+                      f"{100 * fit['mean_error']:+.2f}%", highlight=False, soft_wrap=True)
+    console.print(f"truth at C: N* ≈ {fmt_count(opt['N'])}, D* ≈ {fmt_count(opt['D'])}, "
+                  f"L* = {opt['loss']:.4g}, from {src.name}; noise: {src.truth.source} "
+                  f"({100 * src.truth.sigma:.2f}% a run); cost: {result['cost']}",
+                  highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")
 
 

@@ -32,7 +32,8 @@ def plan_figure(plan: dict[str, Any]) -> Figure:
     ax.set_xlabel("cost (FLOPs)")
     tol = f"{100 * plan['tolerance']:g}%"
     ax.set_ylabel(f"P(|error| <= {tol}) at the target")
-    ax.set_title(f"Ladders for N = {fmt_count(plan['target'])}: chance of landing within {tol}")
+    label = plan.get("label") or f"N = {fmt_count(plan['target'])}"
+    ax.set_title(f"Ladders for {label}: chance of landing within {tol}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()

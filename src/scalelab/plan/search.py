@@ -80,10 +80,17 @@ def measured_cost(rungs: Sequence[dict[str, Any]], d_rule: Callable[[float], flo
     k = np.array([r["flops"] / r["D"] for r in done])
     (c1, c0), *_ = np.linalg.lstsq(np.column_stack([n, np.ones_like(n)]) / k[:, None],
                                    np.ones_like(k), rcond=None)
-    rates = [r["flops"] / r["train_seconds"] for r in done if r.get("train_seconds")]
     return CostModel(lambda v: float(c1 * v + c0), d_rule,
                      f"the study's measured FLOPs per unit of D ({c1:.3g}·N + {c0:.3g}) × D",
-                     float(np.median(rates)) if rates else None)
+                     measured_rate(done))
+
+
+def measured_rate(rungs: Sequence[dict[str, Any]]) -> float | None:
+    """FLOPs per training second: the median over the rungs that recorded both (None when
+    none did)."""
+    rates = [r["flops"] / r["train_seconds"] for r in rungs
+             if r.get("flops") and r.get("train_seconds")]
+    return float(np.median(rates)) if rates else None
 
 
 def six_nd(d_rule: Callable[[float], float]) -> CostModel:
@@ -141,11 +148,12 @@ class Plan:
     noise: dict[str, Any]
     cost_source: str
     settings: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None  # what the target is, for the figure (None: N = target)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"target": self.target, "tolerance": self.tolerance, "budget_flops": self.budget,
-                "noise": self.noise, "cost": self.cost_source, "settings": self.settings,
-                "chosen": self.chosen, "candidates": self.rows}
+        return {"target": self.target, "label": self.label, "tolerance": self.tolerance,
+                "budget_flops": self.budget, "noise": self.noise, "cost": self.cost_source,
+                "settings": self.settings, "chosen": self.chosen, "candidates": self.rows}
 
 
 def _row(ladder: Ladder, cost: CostModel, target: float, check: bool) -> dict[str, Any]:
@@ -172,6 +180,46 @@ def _evaluate(rows: list[dict[str, Any]], noise: NoiseModel, target: float, tole
         row["p_per_pflop"] = row["p_within"] / (row["ladder_flops"] / 1e15)
 
 
+def check_budget(rows: list[dict[str, Any]], budget: float | None) -> None:
+    """A UserError naming what the cheapest candidate needs when none fits the budget."""
+    cheapest = min(r["flops"] for r in rows)
+    if budget is not None and cheapest > budget:
+        raise UserError(f"a budget of {budget:.3g} FLOPs is too small for any candidate ladder: "
+                        f"the smallest that fits needs {cheapest:.3g} FLOPs")
+
+
+def choose(rows: list[dict[str, Any]], evaluate: Callable[[list[dict[str, Any]], int, int], None],
+           budget: float | None, screen_sims: int, final_sims: int, seed: int,
+           refusal: Callable[[dict[str, Any]], str | None] | None = None) -> dict[str, Any]:
+    """Screen every row (`evaluate(rows, sims, seed)` sets its p_within), give the cheapest
+    FINALISTS within the budget that screened near the best more draws, and return the most
+    probable of them (of those within TIE of it, the cheapest). `refusal(row)` (costly, so
+    asked of the chosen row only) says why a study could not train a row, or None: a refused
+    row is dropped and the choice made again, FINALISTS times at most, then a UserError."""
+    evaluate(rows, screen_sims, seed)
+    afford = [r for r in rows if budget is None or r["flops"] <= budget]
+    # Near the best as screened (TIE plus two screening standard errors at p = 0.5): many
+    # ladders reach P near 1 at very different costs, and the cheapest of them are the ones
+    # worth more draws.
+    margin = TIE + 2 * math.sqrt(0.25 / screen_sims)
+    for _ in range(FINALISTS):
+        top = max(r["p_within"] for r in afford)
+        near = [r for r in afford if r["p_within"] >= top - margin]
+        finalists = sorted(near, key=lambda r: r["flops"])[:FINALISTS]
+        evaluate(finalists, final_sims, seed + 1)
+        best = max(r["p_within"] for r in finalists)
+        chosen = min((r for r in finalists if r["p_within"] >= best - TIE),
+                     key=lambda r: r["flops"])
+        why = None if refusal is None else refusal(chosen)
+        if why is None:
+            return chosen
+        chosen["refused"] = why
+        afford.remove(chosen)
+        if not afford:
+            break
+    raise UserError(f"no candidate ladder can be trained as planned: {why}")
+
+
 def make_plan(noise: NoiseModel, target: float, *, tolerance: float = 0.02,
               budget: float | None = None, cost: CostModel, smallest: float,
               realize: Callable[[float], float] = float, own: Sequence[float] = (),
@@ -188,23 +236,12 @@ def make_plan(noise: NoiseModel, target: float, *, tolerance: float = 0.02,
         raise UserError(f"no ladder of 4 sizes from {smallest:.3g} spans 4x below the target "
                         f"/ {max(reach, RATIOS[0]):g}; choose a target of {least:.3g} or more")
     rows = [_row(lad, cost, target, check) for lad in ladders]
-    cheapest = min(r["flops"] for r in rows)
-    if budget is not None and cheapest > budget:
-        raise UserError(f"a budget of {budget:.3g} FLOPs is too small for any candidate ladder: "
-                        f"the smallest that fits needs {cheapest:.3g} FLOPs")
-    _evaluate(rows, noise, target, tolerance, screen_sims, seed)
-    afford = [r for r in rows if budget is None or r["flops"] <= budget]
-    # Near the best as screened (TIE plus two screening standard errors at p = 0.5): many
-    # ladders reach P near 1 at very different costs, and the cheapest of them are the ones
-    # worth more draws.
-    margin = TIE + 2 * math.sqrt(0.25 / screen_sims)
-    top = max(r["p_within"] for r in afford)
-    near = [r for r in afford if r["p_within"] >= top - margin]
-    finalists = sorted(near, key=lambda r: r["flops"])[:FINALISTS]
-    _evaluate(finalists, noise, target, tolerance, final_sims, seed + 1)
-    best = max(r["p_within"] for r in finalists)
-    chosen = min((r for r in finalists if r["p_within"] >= best - TIE),
-                 key=lambda r: r["flops"])
+    check_budget(rows, budget)
+
+    def evaluate(some: list[dict[str, Any]], sims: int, s: int) -> None:
+        _evaluate(some, noise, target, tolerance, sims, s)
+
+    chosen = choose(rows, evaluate, budget, screen_sims, final_sims, seed)
     chosen["interval_width"] = interval_width(ladder_of(chosen), noise, target, seed=seed)
     rows.sort(key=lambda r: -r["p_per_pflop"])
     return Plan(target, tolerance, budget, rows, chosen, noise.record, cost.source,

@@ -188,17 +188,19 @@ def fit_batch(law: Law, x: np.ndarray, ly: np.ndarray, weights: np.ndarray | Non
 
 def fit_designs(law: Law, designs: list[tuple[np.ndarray, np.ndarray, np.ndarray | None]],
                 *, loss: str = "huber", delta: float = 1e-3) -> list[np.ndarray]:
-    """`fit_batch` for several designs (x, ly, weights) at once, in one batched L-BFGS.
+    """`fit_batch` for several designs (x, ly, weights) at once, in one batched L-BFGS. The
+    form fitted is the truth's (`law`): power in N here, the chinchilla form in N and D for a
+    two-axis plan (x then holds N and D as columns; `plan.two_axis`); both have log E first.
 
     One batch rather than one per design because the batch runs until its slowest problem
     stops (hundreds of rounds at these tolerances, which the Huber objective needs: looser
     ones moved P by up to 0.1), so one batch pays that tail once. The batch shares one box, so
     each design's log E is shifted by the log of its smallest loss, the one input its box
     depends on (E lies in [min loss / 1000, min loss]): the same problem, translated."""
-    form = get_form(FORM)
+    form = law.form_
     objs, shifts, starts, boxes = [], [], [], []
     for x, ly, weights in designs:
-        Z = np.log(x)[:, None]
+        Z = np.log(x).reshape(len(x), -1)
         ly_true = form.log_predict(np.atleast_2d(law.theta_), Z)[0][0]
         lo, hi = form.bounds(Z, ly_true)
         st = _starts(law, lo, hi, ly_true)
