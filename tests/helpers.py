@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 # Reference data kept in the repository (sources and licences: tests/data/README.md).
@@ -160,3 +161,24 @@ def scalelab_each(*argvs: list, cwd: Path | list[Path] | None = None,
             [sys.executable, "-m", "scalelab", *call[0]], code,
             printed + o.read_text(), parent.stderr + e.read_text())
             for call, code, (o, e) in zip(calls, json.loads(codes), files, strict=True)]
+
+
+def assert_refused(proc: subprocess.CompletedProcess, *words: str) -> None:
+    """Bad input's contract: exit code 2 and one line on stderr, `error: ...`, naming `words`."""
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+def run_main(capsys, monkeypatch, *args: str) -> subprocess.CompletedProcess:
+    """The console script's `main` in this process (no interpreter start-up per case), as a
+    CompletedProcess with its exit code and stderr."""
+    from scalelab.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["scalelab", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_:
+        main()
+    err = capsys.readouterr().err
+    return subprocess.CompletedProcess(args, exit_.value.code, "", err)

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import scalelab
+from tests.helpers import assert_refused, run_main, scalelab
 
 DEFAULT_STUDY = Path(__file__).parent / "data" / "default_study"
 
@@ -49,35 +47,16 @@ def test_plan_writes_a_spec_run_accepts(study: Path, tmp_path: Path):
     assert spec.train.tokens_exponent == 0.5
 
 
-def _refused(proc, *words: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
-def _main(capsys, monkeypatch, *args) -> subprocess.CompletedProcess:
-    """The console script's `main` in this process (no interpreter start-up per case)."""
-    from scalelab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["scalelab", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    return subprocess.CompletedProcess(args, exit_.value.code, "", err)
-
-
 def test_target_inside_the_measured_range(study: Path, tmp_path: Path):
-    _refused(scalelab("plan", "--from", study, "--target", "5e5", "--out", tmp_path / "p"),
+    assert_refused(scalelab("plan", "--from", study, "--target", "5e5", "--out", tmp_path / "p"),
              "inside the measured range", "1M")
 
 
 def test_budget_too_small_names_the_smallest_that_fits(study: Path, tmp_path: Path, capsys,
                                                       monkeypatch):
-    proc = _main(capsys, monkeypatch, "plan", "--from", study, "--target", "6e6", "--budget",
+    proc = run_main(capsys, monkeypatch, "plan", "--from", study, "--target", "6e6", "--budget",
                  "1e12", "--out", tmp_path / "p")
-    _refused(proc, "too small", "the smallest that fits needs")
+    assert_refused(proc, "too small", "the smallest that fits needs")
     assert not (tmp_path / "p").exists()
 
 
@@ -85,14 +64,15 @@ def test_no_seeds_to_measure_the_noise_from(study: Path, tmp_path: Path, capsys,
     summary = json.loads((study / "summary.json").read_text())
     summary["rungs"] = [r for r in summary["rungs"] if r["repeat"] == 0]
     (study / "summary.json").write_text(json.dumps(summary))
-    _refused(_main(capsys, monkeypatch, "plan", "--from", study, "--target", "6e6"),
+    assert_refused(run_main(capsys, monkeypatch, "plan", "--from", study, "--target", "6e6"),
              "no seed repeats", "--noise")
     # a prior law needs an assumed noise too
-    _refused(_main(capsys, monkeypatch, "plan", "--law", study, "--target", "6e6"), "--noise")
+    assert_refused(run_main(capsys, monkeypatch, "plan", "--law", study, "--target", "6e6"),
+                   "--noise")
 
 
 def test_compute_and_target_together_are_one_line(capsys, monkeypatch):
     """A compute target is planned (tests/plan/test_plan_two_axis.py); with --target too it is
     refused."""
-    _refused(_main(capsys, monkeypatch, "plan", "--compute", "1e15", "--target", "6e6"),
+    assert_refused(run_main(capsys, monkeypatch, "plan", "--compute", "1e15", "--target", "6e6"),
              "--compute C", "not both")

@@ -23,7 +23,7 @@ import pytest
 
 from scalelab.records import RungResult
 from scalelab.storage import MemoryStore, StudyStore
-from tests.helpers import cli_env, scalelab, scalelab_each, tiny_spec
+from tests.helpers import assert_refused, cli_env, scalelab, scalelab_each, tiny_spec
 from tests.storage.test_contract import open_store, plan, result
 
 LAW = (0.05, 30.0, 0.8)  # E, A, alpha of the synthetic ladder's losses
@@ -214,14 +214,6 @@ def test_proposal_stays_in_budget_and_below_the_target(synthetic: Path):
 # -- through the real entry point ------------------------------------------------------------------
 
 
-def _refused(proc, *words: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
 def test_bad_input_is_one_line_and_nothing_recorded(synthetic: Path, tmp_path: Path):
     from scalelab.spec import parse_spec
     from scalelab.study import canonical_spec, open_study, resolve
@@ -237,10 +229,10 @@ def test_bad_input_is_one_line_and_nothing_recorded(synthetic: Path, tmp_path: P
          "--tolerance", "0.1%"],
         ["grow", synthetic, "--target", "6e4", "--tolerance", "150%"],
         ["grow", tmp_path / "new", "--target", "6e4"])
-    _refused(procs[0], "inside the measured range")
-    _refused(procs[1], "too small for any step", "the cheapest needs")
-    _refused(procs[2], "--tolerance")
-    _refused(procs[3], "no fitted law")
+    assert_refused(procs[0], "inside the measured range")
+    assert_refused(procs[1], "too small for any step", "the cheapest needs")
+    assert_refused(procs[2], "--tolerance")
+    assert_refused(procs[3], "no fitted law")
     assert (synthetic / "study.db").read_bytes() == before
     with StudyStore.open_readonly(synthetic) as store:
         assert store.forecasts() == []

@@ -6,8 +6,6 @@ or refuses bad input in one line (exit code 2)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +27,7 @@ from scalelab.plan.two_axis import (
     simulate_isoflop,
     two_axis_source,
 )
-from tests.helpers import scalelab
+from tests.helpers import assert_refused, run_main, scalelab
 from tests.laws import two_axis_synth as synth
 
 C = 1e18
@@ -187,25 +185,6 @@ def test_cli_plans_a_prior_law_and_writes_a_spec_run_accepts(two_axis_study: Pat
     assert len(rungs) == chosen["runs"]
 
 
-def _refused(proc, *words: str) -> None:
-    assert proc.returncode == 2, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
-    for word in words:
-        assert word in lines[0], lines[0]
-
-
-def _main(capsys, monkeypatch, *args) -> subprocess.CompletedProcess:
-    """The console script's `main` in this process (no interpreter start-up per case)."""
-    from scalelab.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["scalelab", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_:
-        main()
-    err = capsys.readouterr().err
-    return subprocess.CompletedProcess(args, exit_.value.code, "", err)
-
-
 @pytest.mark.parametrize(("args", "words"), [
     (("--compute", "1e13"), ("inside the measured budgets", "plan a compute above 3e+13")),
     (("--compute", "1e15", "--budget", "1e9"), ("too small", "the smallest that fits needs")),
@@ -213,20 +192,21 @@ def _main(capsys, monkeypatch, *args) -> subprocess.CompletedProcess:
 ])
 def test_bad_input_is_one_line(two_axis_study: Path, tmp_path: Path, capsys, monkeypatch,
                                args, words):
-    proc = _main(capsys, monkeypatch, "plan", "--from", two_axis_study, *args, "--out",
+    proc = run_main(capsys, monkeypatch, "plan", "--from", two_axis_study, *args, "--out",
                  tmp_path / "p")
-    _refused(proc, *words)
+    assert_refused(proc, *words)
 
 
 def test_a_one_axis_study_or_a_prior_without_noise_is_refused(tmp_path: Path, capsys,
                                                               monkeypatch):
-    _refused(_main(capsys, monkeypatch, "plan", "--from", DEFAULT_STUDY, "--compute", "1e15",
-                   "--out", tmp_path / "p"), "ladder in N alone", "--target")
-    _refused(_main(capsys, monkeypatch, "plan", "--compute", "1e15", "--out", tmp_path / "p"),
-             "--noise")
+    assert_refused(run_main(capsys, monkeypatch, "plan", "--from", DEFAULT_STUDY, "--compute",
+                            "1e15", "--out", tmp_path / "p"), "ladder in N alone", "--target")
+    assert_refused(run_main(capsys, monkeypatch, "plan", "--compute", "1e15", "--out",
+                            tmp_path / "p"), "--noise")
 
 
 def test_a_compute_too_small_for_the_family_is_refused(tmp_path: Path, capsys, monkeypatch):
     """At 1e9 FLOPs every budget's sizes fall on the family's smallest shapes."""
-    _refused(_main(capsys, monkeypatch, "plan", "--compute", "1e9", "--noise", "1%", "--out",
-                   tmp_path / "p"), "no IsoFLOP ladder", "choose a larger --compute")
+    assert_refused(run_main(capsys, monkeypatch, "plan", "--compute", "1e9", "--noise", "1%",
+                            "--out", tmp_path / "p"), "no IsoFLOP ladder",
+                   "choose a larger --compute")

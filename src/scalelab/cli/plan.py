@@ -58,6 +58,19 @@ def _fraction(text: str, name: str) -> float:
     return value
 
 
+def _flops_budget(budget: float | None, seconds: float | None,
+                  flops_per_s: float | None) -> float | None:
+    """The budget in FLOPs: --budget, or --seconds at the source's measured rate."""
+    if seconds is None:
+        return budget
+    if budget is not None:
+        raise UserError("give --budget (FLOPs) or --seconds, not both")
+    if not flops_per_s:
+        raise UserError("--seconds needs a measured rate (--from a study with training times); "
+                        "give --budget in FLOPs")
+    return seconds * flops_per_s
+
+
 def _table(plan: dict, rows: int) -> Table:
     tol = f"{100 * plan['tolerance']:g}%"
     what = plan.get("label") or f"N = {fmt_count(plan['target'])}"
@@ -139,13 +152,7 @@ def plan(
                         f"({fmt_count(min(src.measured))} to {fmt_count(max(src.measured))}): "
                         f"its loss is measured, not predicted; plan a target above "
                         f"{fmt_count(max(src.measured))}")
-    if seconds is not None:
-        if budget is not None:
-            raise UserError("give --budget (FLOPs) or --seconds, not both")
-        if not src.cost.flops_per_s:
-            raise UserError("--seconds needs a measured rate (--from a study with training "
-                            "times); give --budget in FLOPs")
-        budget = seconds * src.cost.flops_per_s
+    budget = _flops_budget(budget, seconds, src.cost.flops_per_s)
     realize = shape_realizer(src.spec)
     smallest = min(src.measured) if src.measured else realize(1e4)
     result = make_plan(src.noise, target, tolerance=tol, budget=budget, cost=src.cost,
@@ -197,13 +204,7 @@ def _plan_compute(compute: float, source: Path | None, law: Path | None, sigma: 
                         f"({min(src.budgets):.3g} to {max(src.budgets):.3g} FLOPs): its best "
                         f"loss is measured, not predicted; plan a compute above "
                         f"{max(src.budgets):.3g}")
-    if seconds is not None:
-        if budget is not None:
-            raise UserError("give --budget (FLOPs) or --seconds, not both")
-        if not src.flops_per_s:
-            raise UserError("--seconds needs a measured rate (--from a study with training "
-                            "times); give --budget in FLOPs")
-        budget = seconds * src.flops_per_s
+    budget = _flops_budget(budget, seconds, src.flops_per_s)
     span, tokens_per_param = isoflop_settings(src.spec)
     result = make_two_axis_plan(
         src.truth, compute, tolerance=tol, budget=budget, span=span,
