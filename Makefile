@@ -24,12 +24,14 @@ study: setup
 # The report test renders report.html in headless Chromium (Debian's package); it is installed
 # here when missing and we are root, and the test skips itself where no browser can be had.
 # Two pytest-xdist workers, each training on one thread (tests/conftest.py): on 2 cores the suite
-# takes ~0.6 of its one-process time (most tests start interpreters or run small single-threaded
-# models). Ray's tests share one worker (`--dist loadgroup`).
+# takes ~0.65 of its one-process time (most tests start interpreters or run small single-threaded
+# models). `--dist loadscope` keeps a module's tests on one worker, so a study a module trains
+# once for its tests is trained once (`xdist_group` marks would do it per group, but pytest 9.2
+# ignores the node ids pytest-xdist 3.8 rewrites for them).
 test: setup
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) || true; }
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -4,7 +4,6 @@ that changes one works on a copy: `tests.helpers.copy_study`)."""
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 
 import pytest
@@ -20,26 +19,6 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # set: pytest-xdist sets it to 80 in its workers, which would wrap the lines tests look for.
 for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
-
-
-def pytest_collection_modifyitems(items):
-    """How `make test`'s xdist workers share the tests (`--dist loadgroup`), so that what is
-    trained once for many tests is trained once: every test that starts Ray runs on one worker
-    (two local Ray clusters at once on two cores would starve each other, and one may join the
-    other's); the tests using a session fixture of a package's conftest (the compressed study of
-    tests/compress, the fine-tuned one of tests/finetune) share a worker; and so do the tests of
-    a module that uses a module-scoped fixture."""
-    for item in items:
-        if "ray" in re.split(r"[^a-z]+", item.nodeid.lower()):
-            item.add_marker(pytest.mark.xdist_group("ray"))
-            continue
-        defs = [d[-1] for d in item._fixtureinfo.name2fixturedefs.values() if d]
-        # (this file's own session study takes ~15 s: each worker may train it)
-        package = sorted({d.baseid for d in defs if d.scope == "session" and "/" in d.baseid})
-        if package:
-            item.add_marker(pytest.mark.xdist_group(package[-1]))
-        elif any(d.scope in ("module", "class", "package") for d in defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture(scope="session")
