@@ -21,6 +21,14 @@ for _name in ("COLUMNS", "LINES"):
     os.environ.pop(_name, None)
 
 
+def pytest_collection_modifyitems(items):
+    """Modules with slow tests run first, each module's tests in their own order: `make test`'s
+    xdist workers take modules in this order as they free up, so the long ones start early and
+    short ones fill the end, rather than one worker finishing a 2-minute module alone."""
+    slow = {item.nodeid.split("::")[0] for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.nodeid.split("::")[0] not in slow)  # stable
+
+
 @pytest.fixture(scope="session")
 def two_rung_study(tmp_path_factory) -> Path:
     """A finished 2-rung GPT study (`two_rung_spec`) trained through the real CLI, never
