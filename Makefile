@@ -27,11 +27,12 @@ study: setup
 # takes ~0.65 of its one-process time (most tests start interpreters or run small single-threaded
 # models). `--dist loadscope` keeps a module's tests on one worker, so a study a module trains
 # once for its tests is trained once (`xdist_group` marks would do it per group, but pytest 9.2
-# ignores the node ids pytest-xdist 3.8 rewrites for them).
+# ignores the node ids pytest-xdist 3.8 rewrites for them). `--no-loadscope-reorder` keeps the
+# order tests/conftest.py gives (modules with slow tests first) instead of most-tests-first.
 test: setup
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && \
 	  (apt-get update -qq >/dev/null 2>&1; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) || true; }
-	$(BIN)/python -m pytest -q -n 2 --dist loadscope
+	$(BIN)/python -m pytest -q -n 2 --dist loadscope --no-loadscope-reorder
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
