@@ -44,21 +44,15 @@ REPORTED_ASSUMED = {1: 0.37, 3: 0.56}  # docs/results.md, a simulation at 1% noi
 
 def _redraws(summary: dict, law: Law, sizes: tuple[float, ...], r: int, draws: int,
              seed: int) -> dict:
-    """r of each size's runs without replacement, fitted as the study fits (`fit_batch` on the
-    study's weights), the error against the measured run at the target."""
-    from scalelab.laws.forms import get_form
-    from scalelab.plan.simulation import fit_batch, study_weights
+    """r of each size's runs without replacement, fitted as the study fits, the error against
+    the measured run at the target (`plan.simulation.redraw_errors`)."""
+    from scalelab.plan.simulation import redraw_errors
 
     rungs = [x for x in summary["rungs"] if x["status"] == "done"]
     n = np.array([x["n_nonembed"] for x in rungs], dtype=float)
-    ly = np.log([x["val_loss"] for x in rungs])
-    measured = float(np.exp(ly[n == TARGET].mean()))
-    rng = np.random.default_rng(seed)
-    idx = np.array([np.concatenate([rng.choice(np.flatnonzero(n == s), r, replace=False)
-                                    for s in sizes]) for _ in range(draws)])
-    x, rows = n[idx[0]], ly[idx]
-    thetas = fit_batch(law, x, rows, study_weights(x, rows))
-    err = get_form("power").predict(thetas, np.log([[TARGET]]))[:, 0] / measured - 1
+    loss = np.array([x["val_loss"] for x in rungs])
+    measured = float(np.exp(np.log(loss[n == TARGET]).mean()))
+    err = redraw_errors(law, n, loss, sizes, r, TARGET, measured, draws=draws, seed=seed)
     return {"p_within": float(np.mean(np.abs(err) <= 0.02)), "mean_error": float(err.mean()),
             "sd_error": float(err.std()), "draws": draws}
 

@@ -26,6 +26,7 @@ from scalelab.plan.two_axis import (
     optimal_loss,
     simulate_isoflop,
     two_axis_source,
+    wsd_decay,
 )
 from tests.helpers import assert_refused, run_main, scalelab
 from tests.laws import two_axis_synth as synth
@@ -116,6 +117,36 @@ def test_spec_is_an_isoflop_ladder_the_loader_reads():
     assert spec.ladder.repeats == 2
     assert all(getattr(spec.train, k) in (None, type(spec.train).model_fields[k].default)
                for k in BUDGET_KEYS)
+
+
+def test_wsd_cost_is_what_the_ladder_planner_trains():
+    """With WSD (the default on an IsoFLOP ladder) a size's runs share a trunk: the plan's cost
+    matches the rungs `scalelab run` lays out (each trunk its budget, each branch its budget's
+    share over its own cool-down steps), an independent path, and lies below every run whole."""
+    from scalelab.ladder import plan_ladder
+    from scalelab.plan import shape_realizer
+    from scalelab.spec import parse_spec, preset_spec
+    from scalelab.study import resolve
+
+    base = preset_spec("default").model_dump(mode="json", exclude_none=True)
+    lad = IsoLadder((1e12, 3.16e12, 1e13), 5, 2)
+    realize = shape_realizer(base)
+    spec = parse_spec(isoflop_spec(base, _row_of(lad)))
+    res = resolve(spec)
+    rungs = plan_ladder(spec, res.task, res.family)
+    branches = [r for r in rungs if r.trunk is not None]
+    assert branches  # sizes recur across these budgets, so some runs are branches
+    trained = sum(r.budget * (r.decay_steps / r.steps if r.trunk is not None else 1.0)
+                  for r in rungs)
+    wsd = lad.wsd_flops(wsd_decay(isoflop_spec(base, _row_of(lad))), realize)
+    assert wsd == pytest.approx(trained, rel=0.01)
+    assert wsd < lad.flops == pytest.approx(sum(r.budget for r in rungs), rel=1e-9)
+    assert wsd_decay({**base, "train": {"schedule": "cosine"}}) is None
+
+
+def _row_of(lad: IsoLadder) -> dict:
+    return {"budgets": list(lad.budgets), "points": lad.points, "repeats": lad.repeats,
+            "span": lad.span, "tokens_per_param": lad.tokens_per_param}
 
 
 # -- sources and the CLI --------------------------------------------------------------------------

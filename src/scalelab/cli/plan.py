@@ -193,6 +193,7 @@ def _plan_compute(compute: float, source: Path | None, law: Path | None, sigma: 
         make_two_axis_plan,
         refusal,
         two_axis_source,
+        wsd_decay,
     )
     from scalelab.spec import load_spec
 
@@ -209,8 +210,9 @@ def _plan_compute(compute: float, source: Path | None, law: Path | None, sigma: 
     result = make_two_axis_plan(
         src.truth, compute, tolerance=tol, budget=budget, span=span,
         tokens_per_param=tokens_per_param, reach=reach, realize=shape_realizer(src.spec),
-        refused=refusal(src.spec), flops_per_s=src.flops_per_s, seed=seed,
-        screen_sims=sims, final_sims=5 * sims, study_draws=max(1, sims // 10)).to_dict()
+        refused=refusal(src.spec), flops_per_s=src.flops_per_s,
+        decay_frac=wsd_decay(src.spec), seed=seed, screen_sims=sims, final_sims=5 * sims,
+        study_draws=max(1, sims // 10)).to_dict()
     out.mkdir(parents=True, exist_ok=True)
     spec = isoflop_spec(src.spec, result["chosen"])
     (out / "plan.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))

@@ -298,6 +298,24 @@ def simulate(ladder: Ladder, noise: NoiseModel, target: float, *, tolerance: flo
                          seed=seed)[0]
 
 
+def redraw_errors(law: Law, n: np.ndarray, loss: np.ndarray, sizes: tuple[float, ...],
+                  repeats: int, target: float, target_loss: float, *, draws: int,
+                  seed: int = 0) -> np.ndarray:
+    """The check of a simulation against real runs: the errors at `target` (predicted over
+    `target_loss`, measured, minus 1) of `draws` ladders of `repeats` runs of each of `sizes`,
+    drawn without replacement from each size's runs (n, loss) and fitted as the study fits
+    (`fit_batch`, `study_weights`). Draws from a pool only a little larger than `repeats`
+    share most of their runs, so their errors scatter less than independent ladders' would."""
+    n = np.asarray(n, dtype=float)
+    ly = np.log(np.asarray(loss, dtype=float))
+    rng = np.random.default_rng(seed)
+    idx = np.array([np.concatenate([rng.choice(np.flatnonzero(n == s), repeats, replace=False)
+                                    for s in sizes]) for _ in range(draws)])
+    x, rows = n[idx[0]], ly[idx]
+    thetas = fit_batch(law, x, rows, study_weights(x, rows))
+    return get_form(FORM).predict(thetas, np.log([[float(target)]]))[:, 0] / target_loss - 1
+
+
 def exact_fit(x: np.ndarray, ly_row: np.ndarray, bootstrap: int = 0, seed: int = 0) -> Law:
     """One synthetic ladder fitted through `Law.fit` as `laws.study` fits a study's runs (its
     weights, its grid of starts, and with `bootstrap` its two-stage bootstrap of sizes then

@@ -42,8 +42,10 @@ spec's 1e12, 3e12, 1e13), the largest C/3, C/10 or C/30 (and at least `reach` be
 7 sizes a budget, placed as the study places them (`ladder.isoflop_sizes`, the base spec's span
 and tokens-per-parameter guess, each size mapped to the family's shape; a budget whose sizes
 share a shape is not a candidate); 1, 2 or 3 seeds a size. Cost: every run spends its budget
-(D = C_b / f(N)), so a ladder costs seeds × sizes × the sum of its budgets. There is no run at C
-itself: checking the forecast there is an IsoFLOP budget of C, the very cost being planned.
+(D = C_b / f(N)), so with a cosine schedule a ladder costs seeds × sizes × the sum of its
+budgets; with WSD (the default on an IsoFLOP ladder) the runs of one size share a trunk and its
+smaller budgets cost only their cool-down (`IsoLadder.wsd_flops`). There is no run at C itself:
+checking the forecast there is an IsoFLOP budget of C, the very cost being planned.
 
 The choice is the one-axis plan's (`plan.search.choose`): screened with `screen_sims` draws, the
 cheapest near the best given `final_sims`, the most probable of those (within 0.02: the
@@ -118,7 +120,19 @@ class IsoLadder:
 
     @property
     def flops(self) -> float:
+        """Every run trained whole (a cosine schedule): seeds × sizes × the sum of budgets."""
         return float(sum(self.budgets) * self.points * self.repeats)
+
+    def wsd_flops(self, decay_frac: float, realize: Callable[[float], float] = float) -> float:
+        """The cost under a WSD schedule, as `ladder.wsd_branches` trains it: the runs of one
+        size (one shape and seed) share a trunk, so the size's largest budget is trained whole
+        and each smaller budget only over its cool-down, its last `decay_frac` of steps."""
+        by_size: dict[float, list[float]] = {}
+        for c in self.budgets:
+            for n in self.sizes(c, realize):
+                by_size.setdefault(n, []).append(c)
+        per_seed = sum(max(cs) + decay_frac * (sum(cs) - max(cs)) for cs in by_size.values())
+        return float(per_seed * self.repeats)
 
     def describe(self) -> str:
         seeds = "1 seed" if self.repeats == 1 else f"{self.repeats} seeds"
@@ -325,12 +339,14 @@ def isoflop_ladders(compute: float, *, span: float = 4.0, tokens_per_param: floa
     return out
 
 
-def _row(lad: IsoLadder, compute: float, flops_per_s: float | None) -> dict[str, Any]:
+def _row(lad: IsoLadder, compute: float, flops_per_s: float | None,
+         decay_frac: float | None, realize: Callable[[float], float]) -> dict[str, Any]:
+    flops = lad.flops if decay_frac is None else lad.wsd_flops(decay_frac, realize)
     return {"budgets": list(lad.budgets), "points": lad.points, "repeats": lad.repeats,
             "span": lad.span, "tokens_per_param": lad.tokens_per_param, "runs": lad.runs,
-            "ratio": compute / lad.budgets[-1], "describe": lad.describe(), "flops": lad.flops,
-            "ladder_flops": lad.flops,
-            "seconds": lad.flops / flops_per_s if flops_per_s else None}
+            "ratio": compute / lad.budgets[-1], "describe": lad.describe(), "flops": flops,
+            "ladder_flops": flops, "independent_flops": lad.flops,
+            "seconds": flops / flops_per_s if flops_per_s else None}
 
 
 def ladder_of(row: dict[str, Any]) -> IsoLadder:
@@ -343,12 +359,15 @@ def make_two_axis_plan(truth: Truth, compute: float, *, tolerance: float = 0.02,
                        tokens_per_param: float = 20.0, reach: float = TOP_RATIOS[0],
                        realize: Callable[[float], float] = float,
                        refused: Callable[[dict[str, Any]], str | None] | None = None,
-                       flops_per_s: float | None = None, seed: int = 0,
+                       flops_per_s: float | None = None, decay_frac: float | None = None,
+                       seed: int = 0,
                        screen_sims: int = SCREEN_SIMS, final_sims: int = FINAL_SIMS,
                        study_draws: int = STUDY_DRAWS) -> Plan:
     """The plan for compute target C (see the module docstring); `refused(row)` says why a study
     could not train a candidate, or None (the CLI plans its spec: `refusal`). UserError without
-    candidates, when none fits the budget, or when the chosen ones cannot be trained."""
+    candidates, when none fits the budget, or when the chosen ones cannot be trained.
+    `decay_frac`: the spec's WSD cool-down share when its ladder trains with WSD (runs of one
+    size then share a trunk and cost less: `IsoLadder.wsd_flops`); None, every run whole."""
     if not 0 < tolerance < 1:
         raise UserError(f"--tolerance must be between 0 and 100%, got {100 * tolerance:g}%")
     ladders = isoflop_ladders(compute, span=span, tokens_per_param=tokens_per_param,
@@ -358,7 +377,7 @@ def make_two_axis_plan(truth: Truth, compute: float, *, tolerance: float = 0.02,
                         f"must lie {max(TOP_RATIOS):g}x or less below C (--reach {reach:g}), "
                         "and each budget's sizes must map to distinct shapes; choose a larger "
                         "--compute")
-    rows = [_row(lad, compute, flops_per_s) for lad in ladders]
+    rows = [_row(lad, compute, flops_per_s, decay_frac, realize) for lad in ladders]
     # Without a budget, C itself: a ladder that costs more than the run it forecasts is no
     # forecast (training at C would answer for less).
     budget = compute if budget is None else budget
@@ -381,12 +400,30 @@ def make_two_axis_plan(truth: Truth, compute: float, *, tolerance: float = 0.02,
     rows.sort(key=lambda r: -r["p_per_pflop"])
     opt = truth.optimum(compute)
     return Plan(compute, tolerance, budget, rows, chosen, truth.record,
-                "each run spends its budget: seeds × sizes × the sum of the budgets "
-                f"(FLOPs per unit of D: {truth.per_unit.source})",
+                _cost_text(decay_frac, truth.per_unit.source),
                 {"screen_sims": screen_sims, "final_sims": final_sims, "seed": seed,
                  "reach": reach, "study_draws": study_draws, "kind": "compute",
                  "optimum": {k: opt[k] for k in ("N", "D", "loss")}},
                 label=f"C = {compute:.3g} FLOPs")
+
+
+def _cost_text(decay_frac: float | None, per_unit: str) -> str:
+    if decay_frac is None:
+        return ("each run spends its budget: seeds × sizes × the sum of the budgets (FLOPs per "
+                f"unit of D: {per_unit})")
+    return ("WSD: a size's runs share one trunk, its largest budget trained whole and each "
+            f"smaller one over its last {100 * decay_frac:g}% (FLOPs per unit of D: {per_unit})")
+
+
+def wsd_decay(spec: dict[str, Any]) -> float | None:
+    """The cool-down share of the spec's IsoFLOP ladder when it trains with WSD branches (the
+    default on a two-axis ladder: `ladder.schedule_of`), else None."""
+    from scalelab.spec import TrainSpec
+
+    train = spec.get("train") or {}
+    if (train.get("schedule") or "wsd") != "wsd":
+        return None
+    return float(train.get("decay_frac", TrainSpec.model_fields["decay_frac"].default))
 
 
 def isoflop_spec(base: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
