@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.helpers import assert_refused, run_main, scalelab
@@ -76,3 +77,38 @@ def test_compute_and_target_together_are_one_line(capsys, monkeypatch):
     refused."""
     assert_refused(run_main(capsys, monkeypatch, "plan", "--compute", "1e15", "--target", "6e6"),
              "--compute C", "not both")
+
+
+def test_a_published_law_written_out_is_the_same_prior_as_its_fit_json(study: Path,
+                                                                       tmp_path: Path,
+                                                                       capsys, monkeypatch):
+    """`--law E=...,A=...,alpha=...` (a published law, no file) plans exactly what a fit.json of
+    the same parameters plans; a malformed one is one line, exit 2."""
+    params = {"E": 1.2, "A": 30.0, "alpha": 0.3}
+    fit = tmp_path / "fit.json"
+    fit.write_text(json.dumps({"law": "power", "x": "n_nonembed", "y": "val_loss",
+                               "params": params}))
+    inline = ",".join(f"{k}={v}" for k, v in params.items())
+    chosen = []
+    for law, out in ((fit, tmp_path / "a"), (inline, tmp_path / "b")):
+        proc = run_main(capsys, monkeypatch, "plan", "--law", law, "--noise", "1%",
+                        "--target", "2e6", "--sims", "20", "--out", out)
+        assert proc.returncode == 0, proc.stderr
+        chosen.append(json.loads((out / "plan.json").read_text())["chosen"])
+    assert chosen[0]["describe"] == chosen[1]["describe"]
+    assert chosen[0]["p_within"] == chosen[1]["p_within"]
+    for bad, words in (("E=1.2,A=x,alpha=0.3", ("NAME=NUMBER",)),
+                       ("E=1.2,alpha=0.3", ("E, A and alpha",)),
+                       ("E=1.2,A=-3,alpha=0.3", ("above 0",))):
+        assert_refused(run_main(capsys, monkeypatch, "plan", "--law", bad, "--noise", "1%",
+                                "--target", "2e6", "--out", tmp_path / "c"), *words)
+
+
+def test_inline_law_in_n_and_d_is_the_chinchilla_form():
+    from scalelab.plan.source import prior_record
+    from scalelab.plan.two_axis import CHINCHILLA, chinchilla_law, chinchilla_prior
+
+    record = prior_record(",".join(f"{k}={v}" for k, v in CHINCHILLA.items()))
+    assert record["law"] == "chinchilla"
+    law = chinchilla_law(record, "inline")
+    np.testing.assert_allclose(law.theta_, chinchilla_prior().theta_)

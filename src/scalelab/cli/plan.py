@@ -19,8 +19,9 @@ whose law most likely lands within --tolerance of the loss at --target, within a
 
 The truth it simulates from: `--from STUDY`, a study's fitted power law and the noise of its
 seed repeats (each size's spread, as its fit weighs them), its measured FLOPs per unit of data
-and its spec; or a prior, `--law FIT.json` (or a study folder's law) with `--noise 1%`
-assumed for every run and the `--preset`'s spec (cost 6·N·D). `--noise` with `--from` replaces
+and its spec; or a prior, `--law FIT.json` (a study folder's law, or a published law's
+parameters written out: `--law E=1.69,A=406.4,alpha=0.34`) with `--noise 1%` assumed for every
+run and the `--preset`'s spec (cost 6·N·D). `--noise` with `--from` replaces
 the study's measured noise.
 
 Every candidate ladder (4 to 8 sizes from the smallest measured size up to target / 3, 4, 6, 8
@@ -99,9 +100,10 @@ def plan(
                                          "predicts the best loss at C (instead of --target)"),
     source: Path | None = typer.Option(None, "--from", help="a study folder: its law, seed "
                                        "noise, cost and spec"),
-    law: Path | None = typer.Option(None, "--law", help="a prior law: a fit.json of the power "
-                                    "law (with --compute: of a two-axis law), or a study "
-                                    "folder (with --noise)"),
+    law: str | None = typer.Option(None, "--law", help="a prior law: a fit.json of the power "
+                                   "law (with --compute: of a two-axis law), a study folder, "
+                                   "or its parameters, E=1.69,A=406.4,alpha=0.34 (with "
+                                   "--noise)"),
     noise: str | None = typer.Option(None, "--noise", help="noise of one run, sd of log loss "
                                      "(1% or 0.01), assumed at every size"),
     tolerance: str = typer.Option("2%", "--tolerance", help="the error allowed at the target"),
@@ -181,7 +183,7 @@ def plan(
     console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")
 
 
-def _plan_compute(compute: float, source: Path | None, law: Path | None, sigma: float | None,
+def _plan_compute(compute: float, source: Path | None, law: str | None, sigma: float | None,
                   tol: float, budget: float | None, seconds: float | None, reach: float,
                   preset: str, seed: int, sims: int, out: Path, rows: int) -> None:
     """`scalelab plan --compute C`: an IsoFLOP ladder for a two-axis target (`plan.two_axis`)."""

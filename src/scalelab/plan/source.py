@@ -52,6 +52,42 @@ def law_record(data: dict[str, Any], where: Path) -> dict[str, Any]:
     return data
 
 
+# The parameters a law written out on the command line names: a power law in N, or the
+# chinchilla form in N and D (a published fit, e.g. Hoffmann et al.'s E, A, B, alpha, beta).
+INLINE_FORMS = {frozenset({"E", "A", "alpha"}): "power",
+                frozenset({"E", "A", "B", "alpha", "beta"}): "chinchilla"}
+
+
+def prior_record(law: str | Path) -> dict[str, Any]:
+    """A prior law's fit record (`--law`): a fit.json, a study folder's law, or the law's
+    parameters written out, `E=1.69,A=406.4,alpha=0.34` (a published law: the power law in N;
+    with B and beta, the chinchilla form in N and D)."""
+    text = str(law)
+    if "=" in text and not Path(text).exists():
+        return _inline_law(text)
+    path = Path(law)
+    return law_record(_summary(path), path)
+
+
+def _inline_law(text: str) -> dict[str, Any]:
+    params: dict[str, float] = {}
+    for part in text.split(","):
+        key, _, value = part.partition("=")
+        try:
+            params[key.strip()] = float(value)
+        except ValueError:
+            raise UserError(f"--law {text}: {part.strip()!r} is not NAME=NUMBER (write the law "
+                            "as E=1.69,A=406.4,alpha=0.34)") from None
+    form = INLINE_FORMS.get(frozenset(params))
+    if form is None:
+        raise UserError(f"--law {text}: name E, A and alpha (a power law in N) or E, A, B, "
+                        "alpha and beta (a law in N and D), each once")
+    if params["E"] < 0 or any(v <= 0 for k, v in params.items() if k != "E"):
+        raise UserError(f"--law {text}: E must be 0 or more and the others above 0")
+    x = "n_nonembed" if form == "power" else ["n_nonembed", "D"]
+    return {"law": form, "params": params, "x": x, "y": "val_loss"}
+
+
 def _d_rule(spec: dict[str, Any]) -> Callable[[float], float]:
     from scalelab.spec import parse_spec
 
@@ -83,12 +119,11 @@ def study_source(data: dict[str, Any], path: Path, noise: float | None = None) -
 
 
 def from_prior(law_path: str | Path, noise: float, preset: str = "default") -> Source:
-    """A prior law (a fit.json, or a study folder's law), `noise` assumed for every run, the
-    preset's spec and its D rule; cost 6·N·D."""
+    """A prior law (`prior_record`: a fit.json, a study folder's law, or its parameters written
+    out), `noise` assumed for every run, the preset's spec and its D rule; cost 6·N·D."""
     from scalelab.spec import preset_spec
 
-    law_path = Path(law_path)
-    law = Law.from_summary(law_record(_summary(law_path), law_path))
+    law = Law.from_summary(prior_record(law_path))
     spec = preset_spec(preset).model_dump(mode="json", exclude_none=True)
     return Source(assumed_noise(law, noise), six_nd(_d_rule(spec)), spec, [], str(law_path))
 

@@ -189,7 +189,7 @@ def two_axis_source(study: str | Path | None = None, law: str | Path | None = No
                     noise: float | None = None, preset: str = "default") -> TwoAxisSource:
     """The truth of `--from STUDY` (a two-axis study), `--law FIT` or, with neither, the
     Chinchilla prior (see the module docstring); a prior needs `noise`."""
-    from scalelab.plan.source import _summary, law_record
+    from scalelab.plan.source import _summary, law_record, prior_record
 
     if study is not None and law is not None:
         raise UserError("give --from STUDY or --law FIT, not both")
@@ -226,11 +226,10 @@ def two_axis_source(study: str | Path | None = None, law: str | Path | None = No
     if law is None:
         return TwoAxisSource(assumed_truth(chinchilla_prior(), noise, name=PRIOR_NAME), spec,
                              [], None, PRIOR_NAME)
-    path = Path(law)
-    record = law_record(_summary(path), path)
+    record = prior_record(law)
     per_unit = FlopsPerUnit.from_dict(record.get("flops_per_unit"))
-    return TwoAxisSource(assumed_truth(chinchilla_law(record, str(path)), noise, per_unit,
-                                       str(path)), spec, [], None, str(path))
+    return TwoAxisSource(assumed_truth(chinchilla_law(record, str(law)), noise, per_unit,
+                                       str(law)), spec, [], None, str(law))
 
 
 def refusal(base: dict[str, Any]) -> Callable[[dict[str, Any]], str | None]:
