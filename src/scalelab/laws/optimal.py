@@ -104,8 +104,11 @@ def optimal_n(form: Form, theta: np.ndarray, budget: np.ndarray) -> np.ndarray:
     return _golden_n(form, theta, budget)
 
 
-def _evaluate(form: Form, theta: np.ndarray, compute: np.ndarray, k: float,
-              per_unit: PerUnit | None = None) -> dict[str, Any]:
+def optimum_along_budgets(form: Form, theta: np.ndarray, compute: np.ndarray, k: float,
+                          per_unit: PerUnit | None = None) -> dict[str, Any]:
+    """N, D, tokens_per_param and loss at the optimum of each budget in `compute`, for each row
+    of parameters `theta` (fitting parameterization): (rows, budgets) arrays. The FLOPs of a
+    unit of D are `per_unit(N)` when given, else k·N."""
     if per_unit is None:
         budget = compute / k
         n = optimal_n(form, theta, budget)
@@ -130,10 +133,10 @@ def allocation_samples(law: Law, compute: float | Sequence[float], k: float = 6.
     if not np.all(np.isfinite(c) & (c > 0)) or not k > 0:
         raise UserError("compute budgets and k must be positive numbers")
     form = law.form_
-    point = _evaluate(form, law.theta_[None, :], c, k, per_unit)
+    point = optimum_along_budgets(form, law.theta_[None, :], c, k, per_unit)
     samples = None
     if law.bootstrap_theta_ is not None and len(law.bootstrap_theta_) > 1:
-        samples = _evaluate(form, law.bootstrap_theta_, c, k, per_unit)
+        samples = optimum_along_budgets(form, law.bootstrap_theta_, c, k, per_unit)
     return point, samples
 
 

@@ -70,7 +70,7 @@ import numpy as np
 from scalelab.errors import UserError
 from scalelab.laws.fit import Law
 from scalelab.laws.isoflop import FlopsPerUnit
-from scalelab.laws.optimal import _evaluate, optimal_allocation
+from scalelab.laws.optimal import optimal_allocation, optimum_along_budgets
 from scalelab.plan.search import SCREEN_SIMS, Plan, check_budget, choose, measured_rate
 from scalelab.plan.simulation import Outcome, fit_designs
 
@@ -270,7 +270,8 @@ def optimal_loss(law: Law, thetas: np.ndarray, compute: float,
                  per_unit: FlopsPerUnit) -> np.ndarray:
     """L*(C) of every fitted theta (fitting parameterization, one per row), as the study
     answers: the optimum along the budget line (`laws.optimal`)."""
-    return _evaluate(law.form_, thetas, np.array([float(compute)]), 6.0, per_unit)["loss"][:, 0]
+    best = optimum_along_budgets(law.form_, thetas, np.array([float(compute)]), 6.0, per_unit)
+    return best["loss"][:, 0]
 
 
 def draw(ladder: IsoLadder, truth: Truth, sims: int, seed: int,
