@@ -68,3 +68,26 @@ def test_spec_repeats_the_fitted_sizes_and_runs_the_target_once():
     assert ladder["sizes"] == [10000, 30000, 100000, 250000, 2000000]
     assert 2.5e5 < ladder["repeats_below"] < 2e6 and ladder["repeats"] == 4
     assert spec["name"] == "x-plan" and spec["train"] == {"tokens": 1e6}
+
+
+def test_a_refused_choice_is_replaced_without_drawing_the_finalists_again():
+    """`choose`: the chosen row refused, the next is chosen from the same finalists; a row's
+    final draws are made once (rows are simulated from a fixed seed, so a second evaluation
+    could only repeat them)."""
+    from collections import Counter
+
+    from scalelab.plan.search import choose
+
+    rows = [{"name": i, "flops": 10.0 + i, "p": 0.9 - 0.001 * i} for i in range(8)]
+    calls: Counter = Counter()
+
+    def evaluate(some, sims, seed):
+        for r in some:
+            r["p_within"] = r["p"]
+            if sims == 500:
+                calls[r["name"]] += 1
+
+    chosen = choose(rows, evaluate, None, 100, 500, 0,
+                    refusal=lambda r: "too small" if r["name"] == 0 else None)
+    assert chosen["name"] == 1 and rows[0]["refused"] == "too small"
+    assert calls and max(calls.values()) == 1

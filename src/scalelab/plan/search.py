@@ -202,11 +202,15 @@ def choose(rows: list[dict[str, Any]], evaluate: Callable[[list[dict[str, Any]],
     # ladders reach P near 1 at very different costs, and the cheapest of them are the ones
     # worth more draws.
     margin = TIE + 2 * math.sqrt(0.25 / screen_sims)
+    final: set[int] = set()  # rows already given final_sims draws (a retry reuses them)
     for _ in range(FINALISTS):
         top = max(r["p_within"] for r in afford)
         near = [r for r in afford if r["p_within"] >= top - margin]
         finalists = sorted(near, key=lambda r: r["flops"])[:FINALISTS]
-        evaluate(finalists, final_sims, seed + 1)
+        fresh = [r for r in finalists if id(r) not in final]
+        if fresh:
+            evaluate(fresh, final_sims, seed + 1)
+            final.update(id(r) for r in fresh)
         best = max(r["p_within"] for r in finalists)
         chosen = min((r for r in finalists if r["p_within"] >= best - TIE),
                      key=lambda r: r["flops"])
