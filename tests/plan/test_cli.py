@@ -29,6 +29,8 @@ def test_plan_writes_a_spec_run_accepts(study: Path, tmp_path: Path):
     proc = scalelab("plan", "--from", study, "--target", "6e6", "--reach", "6", "--sims", "20",
                     "--budget", "5e14", "--out", out, check=True)
     assert "chosen:" in proc.stdout
+    # the default study's shapes sit off its law beyond its seed noise: said, not hidden
+    assert "sit off its law by" in proc.stdout and "+2.2% at 56.6k" in proc.stdout
     plan = json.loads((out / "plan.json").read_text())
     chosen = plan["chosen"]
     assert chosen["flops"] <= 5e14 and chosen["ratio"] >= 6

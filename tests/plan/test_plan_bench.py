@@ -26,7 +26,23 @@ def test_plan_speed_writes_probabilities_and_a_ratio(tmp_path: Path):
     assert seeds == [("measured", 2), ("measured", 4), ("measured", 5), ("measured", 6),
                      ("1% assumed", 1), ("1% assumed", 3)]
     assert all(0 <= r["plan_p"] <= 1 for r in result["probabilities"])
-    assert result["probabilities"][0]["reported"] == 0.73
+    assert result["probabilities"][0]["reported"] == 0.60  # real ladders, plan_calibration.py
     assert result["probabilities"][0]["redraw"]["draws"] == 10
     assert result["chosen"]["flops"] <= result["budget_flops"]
     assert "ratio" in proc.stdout
+
+
+def test_plan_calibration_writes_the_plan_against_real_ladders(tmp_path: Path):
+    """benchmarks/plan_calibration.py on tiny settings: every row's plan P, real P and the
+    6-seed pools' percentiles, from the pool kept in tests/plan/data."""
+    out = tmp_path / "calibration.json"
+    proc = subprocess.run([sys.executable, "benchmarks/plan_calibration.py", "--draws", "20",
+                           "--pool-bootstrap", "2", "--subpools", "2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["target_runs"] == 3 and result["runs_a_size"]["12768"] == 30
+    assert [r["seeds"] for r in result["rows"]] == [1, 2, 3, 4, 5, 6]
+    for row in result["rows"]:
+        assert 0 <= row["plan_p"] <= 1 and 0 <= row["real_p"] <= 1
+        assert ("six_seed_pool_p" in row) == (row["seeds"] in (2, 4, 5))

@@ -126,6 +126,22 @@ def test_the_plan_matches_real_ladders():
     assert abs(p1 - 0.37) <= 0.1 and abs(p3 - 0.56) <= 0.1, (p1, p3)
 
 
+def test_shape_offsets_are_measured_beyond_seed_noise():
+    """The default study's sizes sit off its law (2x48 by +2.2%) by more than their seeds
+    explain; a study drawn from an exact law with seed noise alone shows no such spread."""
+    from scalelab.plan import measured_noise
+
+    shapes = from_study(DEFAULT_STUDY).noise.record["shapes"]
+    assert 0.01 < shapes["sigma"] < 0.03 and shapes["sigma"] > 2 * shapes["seed_se"]
+    offsets = {s["x"]: s["offset"] for s in shapes["sizes"]}
+    assert offsets[56640.0] == pytest.approx(0.0224, abs=1e-3)
+    law = _law(1.0, 20.0, 0.3)
+    x, ly = draw(Ladder((*SMALL, 456176.0, LARGEST), 6), assumed_noise(law, 0.01), 1, seed=1)
+    fitted = exact_fit(x, ly[0])
+    clean = measured_noise(fitted, x, np.exp(ly[0])).record["shapes"]
+    assert clean["sigma"] < 2 * clean["seed_se"], clean
+
+
 def test_redraws_from_a_pool_of_exactly_r_are_one_ladder():
     """Drawing r of r runs a size gives the same ladder every time: one error, the fit of all."""
     from scalelab.plan.simulation import redraw_errors

@@ -180,6 +180,16 @@ def plan(
                   highlight=False, soft_wrap=True)
     console.print(f"noise: {src.noise.source} ({100 * src.noise.record['sigma']:.2f}% pooled); "
                   f"cost: {result['cost']}", highlight=False, soft_wrap=True)
+    shapes = src.noise.record.get("shapes")
+    if shapes and shapes["sigma"] > 2 * shapes["seed_se"]:
+        worst = max(shapes["sizes"], key=lambda s: abs(s["offset"]))
+        console.print(f"note: the source's sizes sit off its law by {100 * shapes['sigma']:.1f}% "
+                      f"(up to {100 * worst['offset']:+.1f}% at {fmt_count(worst['x'])}) beyond "
+                      f"what their seeds explain ({100 * shapes['seed_se']:.2f}%): each shape's "
+                      "own offset, which more seeds do not average away and this plan's noise "
+                      "leaves out; its P may not come true above about what 4 seeds give "
+                      "(docs/plan.md, 'Checked against real ladders')",
+                      highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")
 
 
