@@ -187,8 +187,8 @@ def plan(
                       f"(up to {100 * worst['offset']:+.1f}% at {fmt_count(worst['x'])}) beyond "
                       f"what their seeds explain ({100 * shapes['seed_se']:.2f}%): each shape's "
                       "own offset, which more seeds do not average away and this plan's noise "
-                      "leaves out; its P may not come true above about what 4 seeds give "
-                      "(docs/plan.md, 'Checked against real ladders')",
+                      "leaves out, so read its P as an upper bound (docs/plan.md, 'Checked "
+                      "against real ladders')",
                       highlight=False, soft_wrap=True)
     console.print(f"wrote {out / 'plan.yaml'}, {out / 'plan.json'}, {out / 'plan.png'}")
 
