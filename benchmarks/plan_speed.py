@@ -14,7 +14,7 @@ default study's record kept for the tests), it prints and writes to JSON:
   seeds, against the frequency over redraws of the study's own seeds (r of its 6 runs a size
   without replacement, fitted as the study fits, error against its measured 1.0M run: what
   docs/results.md once did on its cached runs) and the real ladders' frequencies docs/results.md
-  reports (0.60, 0.68, 0.71 with 2, 4, 5: ladders drawn from 30 real seeds a size,
+  reports (0.60, 0.67, 0.70 with 2, 4, 5: ladders drawn from 30 real seeds a size,
   `plan_calibration.py`); and at an assumed 1% noise with 1 and 3 seeds against its 37% and 56%;
 - whether the plan chooses the preset's ladder, and the probability of each.
 
@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 STUDY = ROOT / "tests" / "plan" / "data" / "default_study"
 TARGET = 1003104.0
 REACH = 6.0
-REPORTED = {2: 0.60, 4: 0.68, 5: 0.71}  # docs/results.md: real ladders (plan_calibration.py)
+REPORTED = {2: 0.60, 4: 0.67, 5: 0.70}  # docs/results.md: real ladders (plan_calibration.py)
 REPORTED_ASSUMED = {1: 0.37, 3: 0.56}  # docs/results.md, a simulation at 1% noise
 
 

@@ -46,3 +46,4 @@ def test_plan_calibration_writes_the_plan_against_real_ladders(tmp_path: Path):
     for row in result["rows"]:
         assert 0 <= row["plan_p"] <= 1 and 0 <= row["real_p"] <= 1
         assert ("six_seed_pool_p" in row) == (row["seeds"] in (2, 4, 5))
+        assert ("plan_six_seed_pool_p" in row) == (row["seeds"] in (2, 4, 5))
