@@ -87,6 +87,16 @@ def resample(n: np.ndarray, ly: np.ndarray, sizes: tuple[float, ...], k: int | N
     return n[idx], ly[idx]
 
 
+def subpool_p(law, n: np.ndarray, ly: np.ndarray, sizes: tuple[float, ...], k: int | None,
+              replace: bool, r: int, draws: int, rng: np.random.Generator,
+              target_ly: float) -> float:
+    """The frequency within 2% of `draws` ladders of r seeds drawn from a pool made of k of each
+    size's runs (`resample`; with replacement, a bootstrap of the pool)."""
+    ns, ls = resample(n, ly, sizes, k, rng, replace=replace)
+    ns, ls = np.concatenate([ns, [TARGET]]), np.concatenate([ls, [target_ly]])
+    return float(np.mean(np.abs(frequency(law, ns, ls, sizes, r, draws, rng, target_ly)) <= 0.02))
+
+
 def simulated_pools(noise, sizes: tuple[float, ...], r: int, pools: int, target_runs: int,
                     rng: np.random.Generator) -> list[float]:
     """The 6-seed-pool procedure in the plan's own model: a pool of SMALL_POOL synthetic runs a
@@ -140,24 +150,16 @@ def main() -> int:
     rows = []
     for r, p, pp in zip(SEEDS, plan, plan_pool, strict=True):
         err = frequency(src.noise.law, n, ly, sizes, r, args.draws, rng, target_ly)
-        boot = []
-        for _ in range(args.pool_bootstrap):
-            nb, lb = resample(n, ly, sizes, None, rng, replace=True)
-            nb, lb = np.concatenate([nb, [TARGET]]), np.concatenate([lb, [target_ly]])
-            e = frequency(src.noise.law, nb, lb, sizes, r, 200, rng, target_ly)
-            boot.append(np.mean(np.abs(e) <= 0.02))
+        boot = [subpool_p(src.noise.law, n, ly, sizes, None, True, r, 200, rng, target_ly)
+                for _ in range(args.pool_bootstrap)]
         row = {"seeds": r, "plan_p": p.p_within, "plan_p_se": p.record()["p_se"],
                "plan_mean_error": float(p.errors.mean()), "plan_sd_error": float(p.errors.std()),
                "plan_from_pool_p": pp.p_within,
                "real_p": float(np.mean(np.abs(err) <= 0.02)), "real_p_se": float(np.std(boot)),
                "real_mean_error": float(err.mean()), "real_sd_error": float(err.std())}
         if r in (2, 4, 5):
-            freqs = []
-            for _ in range(args.subpools):
-                ns, ls = resample(n, ly, sizes, SMALL_POOL, rng, replace=False)
-                ns, ls = np.concatenate([ns, [TARGET]]), np.concatenate([ls, [target_ly]])
-                e = frequency(src.noise.law, ns, ls, sizes, r, 150, rng, target_ly)
-                freqs.append(np.mean(np.abs(e) <= 0.02))
+            freqs = [subpool_p(src.noise.law, n, ly, sizes, SMALL_POOL, False, r, 150, rng,
+                               target_ly) for _ in range(args.subpools)]
             row["six_seed_pool_p"] = [float(q) for q in np.quantile(freqs, [0.1, 0.5, 0.9])]
             sim = simulated_pools(src.noise, sizes, r, args.subpools, int((n == TARGET).sum()),
                                   rng)
