@@ -148,6 +148,13 @@ def test_forecast_interval_is_the_law_interval_widened_by_one_run():
     assert law_lo < point < law_hi
     want = point * math.exp(-math.hypot(math.log(point / law_lo), 1.959964 * 0.02))
     assert g["lo"] == pytest.approx(want, rel=1e-6) and g["lo"] < f["lo"]
+    # sizes off the law beyond their seeds' noise: a new size's run carries that spread too
+    noise.record["shapes"] = {"sigma": 0.015}
+    h = run_forecast(record, noise, 1000.0)
+    run_sigma = math.hypot(0.02, 0.015)
+    assert h["detail"]["sigma"] == pytest.approx(run_sigma)
+    want = point * math.exp(-math.hypot(math.log(point / law_lo), 1.959964 * run_sigma))
+    assert h["lo"] == pytest.approx(want, rel=1e-6) and h["lo"] < g["lo"]
 
 
 @pytest.fixture(scope="module")

@@ -260,7 +260,8 @@ the spread of the law's prediction at the target per FLOP (by more than the simu
 if none does, the one leaving the narrowest spread), by the plan's simulation (the study's law
 plus its seed noise; a study without repeats takes its law's residual noise, or --noise).
 It records the law's prediction for each of the step's rungs, with the 95% interval of one run
-there (the law's bootstrap interval widened by one run's seed noise), in study.db BEFORE
+there (the law's bootstrap interval widened by one run's noise: its seed noise and the
+spread of the study's sizes about its law beyond it), in study.db BEFORE
 training them; trains them as rungs of the study (through --executor, as `scalelab run`
 does: D, learning rate and shape by the study's rules); records what they measured; refits.
 It stops after --steps steps toward the target, when the study's 95% interval at the target is

@@ -188,19 +188,25 @@ def half_width(point: float, lo: float | None, hi: float | None) -> float | None
 
 def forecast(fit: dict, noise: NoiseModel, n: float) -> dict[str, Any]:
     """The prediction for one run at n and its interval: the law's point, and its bootstrap
-    interval (how far the law itself may be off) widened by one run's seed noise there (a run
-    lands about the law's mean with that sd of log loss), the two added in quadrature in log
-    space, each side apart."""
+    interval (how far the law itself may be off) widened by one run's noise there (a run lands
+    about the law's mean with that sd of log loss), the two added in quadrature in log space,
+    each side apart. A run's noise is its seed noise and, when the study's sizes sit off its law
+    by more than their seeds explain (`simulation.shape_offsets`), that spread too: a new size is
+    a new shape, with an offset of its own. (A study without repeats measures its noise from its
+    law's residuals, which hold the shapes' offsets already.)"""
     level = float(fit.get("level") or 0.95)
     point, lo, hi = law_interval(fit, n)
-    sigma = float(noise.sigma_at(np.array([n]))[0])
+    seed_sigma = float(noise.sigma_at(np.array([n]))[0])
+    shape_sigma = float((noise.record.get("shapes") or {}).get("sigma") or 0.0)
+    sigma = math.hypot(seed_sigma, shape_sigma)
     z = NormalDist().inv_cdf((1 + level) / 2)
     down = math.log(point / lo) if lo is not None else 0.0
     up = math.log(hi / point) if hi is not None else 0.0
     return {"predicted": point, "level": level,
             "lo": point * math.exp(-math.hypot(down, z * sigma)),
             "hi": point * math.exp(math.hypot(up, z * sigma)),
-            "detail": {"law_lo": lo, "law_hi": hi, "sigma": sigma, "noise": noise.source,
+            "detail": {"law_lo": lo, "law_hi": hi, "sigma": sigma, "seed_sigma": seed_sigma,
+                       "shape_sigma": shape_sigma, "noise": noise.source,
                        "law": dict(fit["params"])}}
 
 
