@@ -417,13 +417,12 @@ def _cost_text(decay_frac: float | None, per_unit: str) -> str:
 
 def wsd_decay(spec: dict[str, Any]) -> float | None:
     """The cool-down share of the spec's IsoFLOP ladder when it trains with WSD branches (the
-    default on a two-axis ladder: `ladder.schedule_of`), else None."""
-    from scalelab.spec import TrainSpec
+    planned spec is two-axis, so `ladder.schedule_of` gives WSD unless the spec asks for
+    cosine), else None."""
+    from scalelab.spec import Schedule, parse_spec
 
-    train = spec.get("train") or {}
-    if (train.get("schedule") or "wsd") != "wsd":
-        return None
-    return float(train.get("decay_frac", TrainSpec.model_fields["decay_frac"].default))
+    train = parse_spec(spec).train
+    return train.decay_frac if train.schedule in (None, Schedule.WSD) else None
 
 
 def isoflop_spec(base: dict[str, Any], chosen: dict[str, Any]) -> dict[str, Any]:
